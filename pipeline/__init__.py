@@ -1,0 +1,1 @@
+"""Plain functions of the pipeline: config, Parquet stores, ingest, features, ranking, reports (no Prefect)."""

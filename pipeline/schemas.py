@@ -1,0 +1,89 @@
+"""Every Parquet schema the pipeline writes, declared once; provenance travels in schema metadata."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+PROVENANCE_KEY = b"provenance"
+
+# catalog/items.parquet: one row per item; adapters may add extra columns after these.
+ITEMS = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("title", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("image_path", pa.string()),  # absolute path, or null when the item has no image
+        pa.field("image_sha256", pa.string()),  # of the image file's bytes; null with image_path
+    ]
+)
+
+# catalog/interactions.parquet: one row per (user, item) event, with its split.
+SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST = 0, 1, 2
+INTERACTIONS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("timestamp", pa.int64()),  # seconds since the epoch, null when unknown
+        pa.field("rating", pa.float32()),  # null when the source has none
+        pa.field("split", pa.int8(), nullable=False),  # 0 train, 1 valid, 2 test (MMRec's x_label)
+    ]
+)
+
+# features/captions/<captioner_key>/part-*.parquet
+CAPTIONS = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("image_sha256", pa.string()),
+        pa.field("caption", pa.string()),  # null when captioning failed
+        pa.field("error", pa.string()),  # null on success; the reason otherwise
+    ]
+)
+
+
+def embeddings(dim: int) -> pa.Schema:
+    """features/embeddings/<modality>/<embedder_key>/part-*.parquet for vectors of `dim` floats."""
+    if dim <= 0:
+        raise ValueError(f"embedding dim must be positive, got {dim}")
+    return pa.schema(
+        [
+            pa.field("item_id", pa.string(), nullable=False),
+            pa.field("input_sha256", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dim)),  # null when the input was missing
+            pa.field("truncated", pa.bool_()),  # the input was cut to the model's max length
+            pa.field("error", pa.string()),
+        ]
+    )
+
+
+def embedding_dim(schema: pa.Schema) -> int:
+    """The vector width of an embeddings schema read from a file."""
+    vector_type = schema.field("vector").type
+    if not pa.types.is_fixed_size_list(vector_type):
+        raise ValueError(f"column 'vector' must be fixed_size_list<float32>, got {vector_type}")
+    return vector_type.list_size
+
+
+# runs/<run_id>/candidates.parquet: each user's top-K unseen items.
+CANDIDATES = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),  # 1 = best
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+    ]
+)
+
+
+def with_provenance(schema: pa.Schema, provenance: dict) -> pa.Schema:
+    """The schema with `provenance` (model id, revision, prompt, dim, code version...) as JSON metadata."""
+    metadata = dict(schema.metadata or {})
+    metadata[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True, default=str).encode()
+    return schema.with_metadata(metadata)
+
+
+def provenance_of(schema: pa.Schema) -> dict:
+    """The provenance dict stored in a schema's metadata ({} when there is none)."""
+    raw = (schema.metadata or {}).get(PROVENANCE_KEY)
+    return json.loads(raw) if raw else {}
