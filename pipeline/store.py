@@ -210,7 +210,7 @@ def keep_last(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
     if table.num_rows == 0:
         return table
     columns = [table.column(name).to_numpy(zero_copy_only=False).astype(str) for name in key]
-    keys = columns[0] if len(columns) == 1 else np.array(["\x1f".join(row) for row in zip(*columns)])
+    keys = columns[0] if len(columns) == 1 else np.array(["\x1f".join(row) for row in zip(*columns, strict=True)])
     reversed_keys = keys[::-1]
     _, first_in_reversed = np.unique(reversed_keys, return_index=True)
     last_index = np.sort(len(keys) - 1 - first_in_reversed)
