@@ -177,9 +177,12 @@ class PartStore:
         return keep_last(pa.concat_tables(tables), self.key)
 
     def provenance(self) -> dict:
-        """The provenance of the newest part ({} for an empty store)."""
-        parts = self.parts()
-        return read_metadata(parts[-1]) if parts else {}
+        """The provenance of the newest part that has one ({} when none has)."""
+        for part in reversed(self.parts()):
+            provenance = read_metadata(part)
+            if provenance:
+                return provenance
+        return {}
 
     def compact(self) -> Path | None:
         """Fold all parts into one (newest row per key), under the folder's lock."""
