@@ -56,20 +56,28 @@ class StoreLayout:
 
     def embeddings(self, modality: str, embedder_key: str) -> Path:
         return (
-            self.root / "features" / "embeddings" / _checked_name(modality) / _checked_name(embedder_key)
+            self.root
+            / "features"
+            / "embeddings"
+            / _checked_name(modality)
+            / _checked_name(embedder_key)
         )
 
 
 def _checked_name(name: str) -> str:
     if not _SAFE_NAME.match(name):
-        raise StoreError(f"store folder name {name!r} may hold only letters, digits, '.', '_' and '-'")
+        raise StoreError(
+            f"store folder name {name!r} may hold only letters, digits, '.', '_' and '-'"
+        )
     return name
 
 
 # --- single files ---------------------------------------------------------------------------
 
 
-def write_table(path: Path, table: pa.Table, schema: pa.Schema, provenance: dict | None = None) -> Path:
+def write_table(
+    path: Path, table: pa.Table, schema: pa.Schema, provenance: dict | None = None
+) -> Path:
     """Write `table` cast to `schema` at `path` atomically: a temp name in the same folder, then rename."""
     table = conform(table, schema, source=str(path))
     if provenance is not None:
@@ -117,7 +125,9 @@ def conform(table: pa.Table, schema: pa.Schema, source: str, keep_extra: bool = 
     for field in schema:
         column = table.column(field.name)
         if not field.nullable and column.null_count:
-            raise StoreError(f"{source}: column {field.name!r} has {column.null_count} null value(s)")
+            raise StoreError(
+                f"{source}: column {field.name!r} has {column.null_count} null value(s)"
+            )
         if column.type != field.type:
             try:
                 column = column.cast(field.type)
@@ -170,7 +180,11 @@ class PartStore:
         if columns is not None:
             columns = list(dict.fromkeys([*self.key, *columns]))
         tables = [read_table(part, self.schema, columns) for part in self.parts()]
-        wanted = self.schema if columns is None else pa.schema([f for f in self.schema if f.name in columns])
+        wanted = (
+            self.schema
+            if columns is None
+            else pa.schema([f for f in self.schema if f.name in columns])
+        )
         if not tables:
             return wanted.empty_table()
         tables = [t.select(wanted.names).cast(wanted) for t in tables]
@@ -213,7 +227,11 @@ def keep_last(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
     if table.num_rows == 0:
         return table
     columns = [table.column(name).to_numpy(zero_copy_only=False).astype(str) for name in key]
-    keys = columns[0] if len(columns) == 1 else np.array(["\x1f".join(row) for row in zip(*columns, strict=True)])
+    keys = (
+        columns[0]
+        if len(columns) == 1
+        else np.array(["\x1f".join(row) for row in zip(*columns, strict=True)])
+    )
     reversed_keys = keys[::-1]
     _, first_in_reversed = np.unique(reversed_keys, return_index=True)
     last_index = np.sort(len(keys) - 1 - first_in_reversed)
