@@ -1,0 +1,342 @@
+"""The ingest stage: a dataset adapter, then dedupe, cold-item holdout, user filter and split, into the catalog."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.datasets import DatasetError, Drop, ImportedFeature, SourceData, load_source
+from pipeline.datasets.common import make_drop
+from pipeline.datasets.mmrec import check_feature_rows, read_feature_rows
+from pipeline.schemas import INTERACTIONS, ITEMS, SPLIT_TEST, embeddings
+from pipeline.splits import (
+    MIN_SPLIT_INTERACTIONS,
+    catalog_order,
+    codes_in,
+    cold_item_holdout,
+    random_split,
+    temporal_split,
+)
+from pipeline.store import PartStore, StoreLayout, write_table
+
+if TYPE_CHECKING:
+    from pipeline.config import Config, SplitConfig
+
+IMPORTED_KEY = "imported"  # the embedder key under which MMRec's ready-made features are stored
+_FEATURE_PART_BYTES = 256 * 2**20  # imported matrices are written in parts of about this size
+
+
+@dataclass
+class IngestSummary:
+    """What ingest read and wrote, the catalog's sizes, and every drop with its reason and count."""
+
+    name: str
+    dataset: str
+    split_method: str
+    n_items: int
+    n_users: int
+    n_interactions: int
+    split_counts: dict[str, int]
+    items_with_text: int
+    items_with_image: int
+    items_without_interactions: int
+    cold_items: int
+    drops: list[Drop]
+    read: dict[str, str]
+    written: dict[str, str]
+    features: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        values = dict(self.__dict__)
+        values["drops"] = [drop.to_dict() for drop in self.drops]
+        return values
+
+    def format(self) -> str:
+        """A human-readable account, printed by the command line at the end of the stage."""
+        counts = self.split_counts
+        lines = [
+            f"ingest {self.name!r} ({self.dataset}, split {self.split_method}) in {self.seconds:.1f} s",
+            f"  items        {self.n_items:,} ({self.items_with_text:,} with text, {self.items_with_image:,} with an image, "
+            f"{self.items_without_interactions:,} without interactions, {self.cold_items:,} held out cold)",
+            f"  users        {self.n_users:,}",
+            f"  interactions {self.n_interactions:,} (train {counts['train']:,} / valid {counts['valid']:,} / test {counts['test']:,})",
+        ]
+        lines += [f"  read    {role}: {path}" for role, path in self.read.items()]
+        lines += [f"  wrote   {role}: {path}" for role, path in self.written.items()]
+        lines += [
+            f"  imported {f['modality']}: {f['rows']:,} x {f['dim']} from {f['file']}"
+            for f in self.features
+        ]
+        if not self.drops:
+            lines.append("  drops   none")
+        for drop in self.drops:
+            shown = f" e.g. {', '.join(drop.examples)}" if drop.examples else ""
+            lines.append(
+                f"  dropped {drop.count:,} {drop.kind}: {drop.reason} [{drop.file}]{shown}"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def ingest(config: Config, progress: bool = False) -> IngestSummary:
+    """Build `catalog/` under the config's store: items, split interactions, imported features, summary."""
+    started = time.perf_counter()
+    layout = StoreLayout(Path(config.store))
+    with _steps(progress, 5) as step:
+        step("read dataset")
+        source = load_source(config.dataset, layout.image_cache, progress=progress)
+        step("split")
+        items = _items_in_catalog_order(source.items)
+        interactions, cold_codes = _split_interactions(
+            source, items.column("item_id"), config.split
+        )
+        is_cold = np.zeros(items.num_rows, dtype=bool)
+        is_cold[cold_codes] = True
+        items = items.append_column(
+            pa.field("cold_holdout", pa.bool_(), nullable=False), pa.array(is_cold)
+        )
+        step("write catalog")
+        provenance = {
+            "source": config.dataset.kind,
+            "files": source.files,
+            "split": config.split.model_dump(),
+        }
+        items_schema = pa.schema(
+            [*ITEMS, *(items.schema.field(n) for n in items.column_names if n not in ITEMS.names)]
+        )
+        write_table(layout.items, items, items_schema, provenance)
+        write_table(layout.interactions, interactions, INTERACTIONS, provenance)
+        step("import features")
+        features = [_import_feature(feature, layout) for feature in source.features]
+        step("summary")
+        summary = _summary(config, source, items, interactions, len(cold_codes), layout, features)
+        summary.seconds = time.perf_counter() - started
+        _write_json(layout.ingest_summary, summary.to_dict())
+    return summary
+
+
+def _items_in_catalog_order(items: pa.Table) -> pa.Table:
+    ordered = catalog_order(items.column("item_id").combine_chunks())
+    return items.take(pc.index_in(ordered, value_set=items.column("item_id")))
+
+
+def _split_interactions(
+    source: SourceData, item_ids: pa.ChunkedArray, split: SplitConfig
+) -> tuple[pa.Table, np.ndarray]:
+    """The catalog's interactions (sorted by user, then item) with their split, and the cold item codes."""
+    table = source.interactions
+    where = source.files.get("interactions")
+    if split.method == "given" and not source.has_split:
+        raise DatasetError(
+            f"{where}: split.method = 'given' but this source carries no split; use 'random' or 'temporal'"
+        )
+    item_ids = item_ids.combine_chunks()
+    item_code = codes_in(table.column("item_id"), item_ids)
+    users = catalog_order(table.column("user_id").combine_chunks())
+    user_code = codes_in(table.column("user_id"), users)
+
+    # One row per (user, item): the earliest when timestamps are known, else the first in the file.
+    pair = user_code * max(len(item_ids), 1) + item_code
+    timestamp = table.column("timestamp").to_numpy(zero_copy_only=False)
+    has_time = table.column("timestamp").null_count == 0 and table.num_rows > 0
+    order = np.lexsort((timestamp, pair)) if has_time else np.argsort(pair, kind="stable")
+    first = np.r_[True, pair[order][1:] != pair[order][:-1]] if order.size else np.zeros(0, bool)
+    repeated = order[~first]
+    source.add_drop(
+        make_drop(
+            "interactions",
+            "repeated (user, item) pair (the earliest is kept)",
+            table.column("user_id").take(pa.array(repeated)),
+            where,
+        )
+    )
+    keep = order[first]  # sorted by (user, item) code
+    user_code, item_code = user_code[keep], item_code[keep]
+
+    interacted = np.unique(item_code)
+    cold_codes = cold_item_holdout(interacted, split.cold_item_share, split.cold_item_seed)
+    cold_mask = np.zeros(len(item_ids), dtype=bool)
+    cold_mask[cold_codes] = True
+    is_cold = cold_mask[item_code]
+
+    total = np.bincount(user_code, minlength=len(users))
+    kept = _users_with_enough(total, total, split.min_user_interactions, "", users, where, source)
+    if split.method != "given":
+        warm_count = np.bincount(user_code[~is_cold], minlength=len(users))
+        reason = " outside the cold items (the 8:1:1 split's minimum)"
+        kept &= _users_with_enough(
+            np.where(kept, warm_count, MIN_SPLIT_INTERACTIONS),
+            total,
+            MIN_SPLIT_INTERACTIONS,
+            reason,
+            users,
+            where,
+            source,
+        )
+    row_kept = kept[user_code]
+    keep, user_code, item_code, is_cold = (
+        keep[row_kept],
+        user_code[row_kept],
+        item_code[row_kept],
+        is_cold[row_kept],
+    )
+    if keep.size == 0:
+        raise DatasetError(
+            f"{where}: no interactions left after the drops: "
+            + "; ".join(f"{d.count} {d.kind}: {d.reason}" for d in source.drops)
+        )
+
+    labels = np.full(keep.size, SPLIT_TEST, dtype=np.int8)
+    warm = ~is_cold
+    if split.method == "given":
+        labels[warm] = table.column("split").to_numpy(zero_copy_only=False)[keep][warm]
+    elif split.method == "random":
+        labels[warm] = random_split(user_code[warm], item_code[warm], split.seed)
+    else:
+        missing = int(np.isnan(timestamp[keep][warm]).sum()) if timestamp.dtype.kind == "f" else 0
+        if missing:
+            raise DatasetError(
+                f"{where}: split.method = 'temporal' needs timestamps; {missing:,} interaction(s) have none"
+            )
+        labels[warm] = temporal_split(user_code[warm], timestamp[keep][warm], item_code[warm])
+    out = table.take(pa.array(keep)).drop_columns(["split"])
+    return out.append_column(
+        pa.field("split", pa.int8(), nullable=False), pa.array(labels)
+    ), cold_codes
+
+
+def _users_with_enough(
+    counts: np.ndarray,
+    total: np.ndarray,
+    minimum: int,
+    counted: str,
+    users: pa.Array,
+    file: str | None,
+    source: SourceData,
+) -> np.ndarray:
+    """Mask over users whose `counts` reach `minimum`; the others are a drop (with their `total` rows)."""
+    enough = counts >= minimum
+    short = np.flatnonzero(~enough)
+    if short.size:
+        reason = f"user has fewer than {minimum} interactions{counted}; removed with their {int(total[short].sum()):,} interactions"
+        source.add_drop(make_drop("users", reason, users.take(pa.array(short)), file))
+    return enough
+
+
+def _import_feature(feature: ImportedFeature, layout: StoreLayout) -> dict:
+    """Write a ready-made feature matrix as the embedding store `<modality>/imported`, replacing old parts."""
+    rows, dim = check_feature_rows(feature.file, len(feature.item_ids), Path(feature.file))
+    store = PartStore(layout.embeddings(feature.modality, IMPORTED_KEY), embeddings(dim))
+    provenance = {"source": "imported", "file": str(feature.file), "dim": dim}
+    step = max(1, _FEATURE_PART_BYTES // (4 * dim))
+    with store.lock():
+        old_parts = store.parts()
+        for start in range(0, rows, step):
+            matrix = read_feature_rows(feature.file, start, start + step)
+            n = matrix.shape[0]
+            vectors = pa.FixedSizeListArray.from_arrays(
+                pa.array(matrix.reshape(-1), pa.float32()), dim
+            )
+            part = pa.table(
+                {
+                    "item_id": feature.item_ids[start : start + n],
+                    "input_sha256": pa.nulls(n, pa.string()),
+                    "vector": vectors,
+                    "truncated": pa.nulls(n, pa.bool_()),
+                    "error": pa.nulls(n, pa.string()),
+                }
+            )
+            store.append(part, provenance)
+        for part_path in old_parts:
+            part_path.unlink(missing_ok=True)
+    return {
+        "modality": feature.modality,
+        "file": str(feature.file),
+        "rows": rows,
+        "dim": dim,
+        "store": str(store.root),
+    }
+
+
+def _summary(
+    config,
+    source: SourceData,
+    items: pa.Table,
+    interactions: pa.Table,
+    n_cold: int,
+    layout: StoreLayout,
+    features: list[dict],
+) -> IngestSummary:
+    split_counts = np.bincount(interactions.column("split").to_numpy(), minlength=3)
+    with_interactions = pc.count_distinct(interactions.column("item_id")).as_py()
+    return IngestSummary(
+        name=config.name,
+        dataset=config.dataset.kind,
+        split_method=config.split.method,
+        n_items=items.num_rows,
+        n_users=pc.count_distinct(interactions.column("user_id")).as_py(),
+        n_interactions=interactions.num_rows,
+        split_counts={
+            "train": int(split_counts[0]),
+            "valid": int(split_counts[1]),
+            "test": int(split_counts[2]),
+        },
+        items_with_text=items.num_rows - items.column("text").null_count,
+        items_with_image=items.num_rows - items.column("image_path").null_count,
+        items_without_interactions=items.num_rows - with_interactions,
+        cold_items=n_cold,
+        drops=list(source.drops),
+        read=dict(source.files),
+        written={
+            "items": str(layout.items),
+            "interactions": str(layout.interactions),
+            "summary": str(layout.ingest_summary),
+        }
+        | {f"embeddings.{f['modality']}": f["store"] for f in features},
+        features=features,
+    )
+
+
+def _write_json(path: Path, value: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(json.dumps(value, indent=2, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _steps(progress: bool, total: int) -> Iterator:
+    """A callable that names the next step, shown as a progress bar when `progress` is set."""
+    if not progress:
+        yield lambda name: None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc="ingest", unit="step") as bar:
+        started = [False]
+
+        def step(name: str) -> None:
+            if started[0]:
+                bar.update(1)
+            started[0] = True
+            bar.set_description(f"ingest: {name}")
+
+        yield step
+        bar.update(1)
