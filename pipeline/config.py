@@ -16,7 +16,7 @@ from pydantic import (
     field_validator,
 )
 
-from extractors.config import CaptionConfig, EmbedConfig, ModalityConfig
+from extractors.config import CaptionConfig, EmbedConfig, ModalityConfig, default_modalities
 from model.config import SearchConfig, TrainConfig
 
 
@@ -129,12 +129,7 @@ class Config(_Section):
     split: SplitConfig = SplitConfig()
     caption: CaptionConfig = CaptionConfig()
     embed: EmbedConfig = EmbedConfig()
-    modalities: dict[str, ModalityConfig] = Field(
-        default_factory=lambda: {
-            "caption": ModalityConfig(source="caption"),
-            "text": ModalityConfig(source="text"),
-        }
-    )
+    modalities: dict[str, ModalityConfig] = Field(default_factory=default_modalities)
     train: TrainConfig = TrainConfig()
     search: SearchConfig | None = None
     rank: RankConfig = RankConfig()

@@ -238,3 +238,29 @@ def keep_last(table: pa.Table, key: tuple[str, ...]) -> pa.Table:
     if len(last_index) == table.num_rows:
         return table
     return table.take(pa.array(last_index))
+
+
+# --- which keyed folder a stage last produced -----------------------------------------------
+
+CURRENT_FILE = "CURRENT"
+
+
+def set_current(keyed_parent: Path, key: str) -> None:
+    """Record `key` as the folder under `keyed_parent` that downstream stages read (atomic).
+
+    The caption stage writes it under features/captions/ and the embed stage under each
+    features/embeddings/<modality>/, since the key is only known once a backend is loaded
+    (a fallback captioner, a checkpoint's own max length).
+    """
+    keyed_parent.mkdir(parents=True, exist_ok=True)
+    tmp = keyed_parent / f".{CURRENT_FILE}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(_checked_name(key) + "\n")
+    os.replace(tmp, keyed_parent / CURRENT_FILE)
+
+
+def current_key(keyed_parent: Path) -> str:
+    """The key that `set_current` last recorded under `keyed_parent`."""
+    path = keyed_parent / CURRENT_FILE
+    if not path.exists():
+        raise StoreError(f"{path}: missing (has the stage that writes {keyed_parent} run?)")
+    return path.read_text().strip()
