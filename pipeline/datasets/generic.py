@@ -107,8 +107,11 @@ def _joined_text(table: pa.Table, columns: list[str], path: Path) -> pa.Array:
     if not columns:
         return pa.nulls(table.num_rows, pa.string())
     parts = [_blank_to_null(as_strings(table.column(c), path, c)) for c in columns]
-    joined = pc.binary_join_element_wise(*parts, " ", null_handling="skip")
-    return _blank_to_null(joined)
+    # Pairwise, because pyarrow 26's null_handling="skip" loses rows whose parts are all null.
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = pc.coalesce(pc.binary_join_element_wise(joined, part, " "), joined, part)
+    return joined
 
 
 def _resolve_images(
