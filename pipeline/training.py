@@ -1,0 +1,202 @@
+"""Train stage: catalog + feature stores -> RecData -> model.train, in a run folder named by its inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline import schemas
+from pipeline.config import Config
+from pipeline.splits import catalog_order, codes_in
+from pipeline.store import PartStore, StoreError, StoreLayout, current_key, read_table
+
+CONFIG_SNAPSHOT = "config.json"
+INPUTS_FILE = "inputs.json"
+
+
+@dataclass(frozen=True)
+class ModalityInput:
+    """Where one modality's vectors came from, and how many items had none (filled, counted)."""
+
+    name: str
+    store: Path
+    key: str
+    dim: int
+    provenance: dict
+    missing_items: int  # items with no vector in the store: given the modality's mean vector
+
+
+@dataclass(frozen=True)
+class TrainInputs:
+    data: object  # model.data.RecData (typed loosely so importing this module needs no torch)
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    modalities: list[ModalityInput]
+
+    def fingerprint(self) -> str:
+        """Interactions with their split, feature values and the stores' keys (ARCHITECTURE "Stores")."""
+        digest = hashlib.blake2b(self.data.fingerprint().encode(), digest_size=16)
+        for modality in self.modalities:
+            digest.update(f"{modality.name}={modality.key}".encode())
+        return digest.hexdigest()
+
+
+def modality_folder(config: Config, modality: str) -> tuple[Path, str]:
+    """The embeddings folder a modality is read from, and its key."""
+    layout = StoreLayout(config.store)
+    if config.modalities[modality].source == "imported":
+        key = "imported"
+    else:
+        key = current_key(layout.embeddings(modality, "x").parent)
+    return layout.embeddings(modality, key), key
+
+
+def load_modality(
+    config: Config, modality: str, item_ids: pa.Array
+) -> tuple[np.ndarray, ModalityInput]:
+    """The (n_items, dim) float32 matrix of one modality in catalog order; absent rows get the mean."""
+    folder, key = modality_folder(config, modality)
+    parts = sorted(folder.glob("part-*.parquet"))
+    if not parts:
+        raise StoreError(f"{folder}: no embeddings for modality {modality!r} (run the embed stage)")
+    dim = schemas.embedding_dim(pq.read_schema(parts[-1]))
+    store = PartStore(folder, schemas.embeddings(dim))
+    table = store.read(["item_id", "vector"])
+    table = table.filter(pc.is_valid(table.column("vector")))
+    rows = codes_in(table.column("item_id"), item_ids)
+    known = rows >= 0
+    vectors = pc.list_flatten(table.column("vector").combine_chunks()).to_numpy()
+    vectors = vectors.reshape(-1, dim)[known].astype(np.float32, copy=False)
+    if len(vectors) == 0:
+        raise StoreError(
+            f"{folder}: no usable vector for any catalog item in modality {modality!r}"
+        )
+    matrix = np.empty((len(item_ids), dim), dtype=np.float32)
+    has_vector = np.zeros(len(item_ids), dtype=bool)
+    matrix[rows[known]] = vectors
+    has_vector[rows[known]] = True
+    # An item with no vector (no image, a failed caption) still needs a row: the mean, counted.
+    matrix[~has_vector] = vectors.mean(axis=0)
+    info = ModalityInput(modality, folder, key, dim, store.provenance(), int((~has_vector).sum()))
+    return matrix, info
+
+
+def load_inputs(config: Config, with_features: bool = True) -> TrainInputs:
+    """RecData from the catalog (and the configured modalities); users and items in catalog order."""
+    from model.data import RecData
+
+    layout = StoreLayout(config.store)
+    items = read_table(layout.items, schemas.ITEMS, columns=["item_id"])
+    interactions = read_table(
+        layout.interactions, schemas.INTERACTIONS, columns=["user_id", "item_id", "split"]
+    )
+    item_ids = items.column("item_id").combine_chunks()
+    user_ids = catalog_order(interactions.column("user_id").combine_chunks())
+    user_index = codes_in(interactions.column("user_id"), user_ids)
+    item_index = codes_in(interactions.column("item_id"), item_ids)
+    if (item_index < 0).any():
+        first = interactions.column("item_id")[int(np.flatnonzero(item_index < 0)[0])]
+        raise StoreError(f"{layout.interactions}: item {first} is not in {layout.items}")
+    split = interactions.column("split").to_numpy()
+    pairs = np.stack([user_index, item_index], axis=1)
+    features, modalities = {}, []
+    for name in config.modalities if with_features else ():
+        features[name], info = load_modality(config, name, item_ids)
+        modalities.append(info)
+    data = RecData(
+        n_users=len(user_ids),
+        n_items=len(item_ids),
+        train=pairs[split == schemas.SPLIT_TRAIN],
+        valid=pairs[split == schemas.SPLIT_VALID],
+        test=pairs[split == schemas.SPLIT_TEST],
+        features=features,
+    )
+    return TrainInputs(
+        data,
+        np.asarray(user_ids.to_pylist(), dtype=object),
+        np.asarray(item_ids.to_pylist(), dtype=object),
+        modalities,
+    )
+
+
+def run_folder(config: Config, train_config, inputs: TrainInputs) -> Path:
+    """`runs/<model>-<hash of the train config and the inputs>`: the same inputs resume the same run."""
+    payload = json.dumps(dataclasses.asdict(train_config), sort_keys=True, default=str)
+    digest = hashlib.blake2b((payload + inputs.fingerprint()).encode(), digest_size=6).hexdigest()
+    return StoreLayout(config.store).runs / f"{train_config.model}-{digest}"
+
+
+def train(config: Config, *, resume: bool = True, train_config=None, log=print):
+    """Train `train_config` (default: the config's [train]) and write the run folder it names."""
+    from model.train import train as train_model
+    from pipeline.rank import ITEM_IDS_FILE, USER_IDS_FILE, write_ids
+
+    train_config = train_config or config.train
+    inputs = load_inputs(config, with_features=train_config.model == "lirdrec")
+    run_dir = run_folder(config, train_config, inputs)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_ids(run_dir / USER_IDS_FILE, inputs.user_ids)
+    write_ids(run_dir / ITEM_IDS_FILE, inputs.item_ids)
+    (run_dir / CONFIG_SNAPSHOT).write_text(config.model_dump_json(indent=2))
+    (run_dir / INPUTS_FILE).write_text(json.dumps(_inputs_record(inputs), indent=2, default=str))
+    for modality in inputs.modalities:
+        if modality.missing_items:
+            log(
+                f"modality {modality.name}: {modality.missing_items} item(s) have no vector; "
+                "they get the modality's mean vector"
+            )
+    result = train_model(train_config, inputs.data, run_dir, resume=resume, log=log)
+    _add_inputs_to_metrics(run_dir, inputs)
+    return result
+
+
+def _inputs_record(inputs: TrainInputs) -> dict:
+    return {
+        "fingerprint": inputs.fingerprint(),
+        "n_users": len(inputs.user_ids),
+        "n_items": len(inputs.item_ids),
+        "modalities": {
+            m.name: {
+                "key": m.key,
+                "dim": m.dim,
+                "store": str(m.store),
+                "missing_items": m.missing_items,
+                "provenance": m.provenance,
+            }
+            for m in inputs.modalities
+        },
+    }
+
+
+def _add_inputs_to_metrics(run_dir: Path, inputs: TrainInputs) -> None:
+    """metrics.json says which extractors produced the run's inputs (a descriptor is never an MLLM)."""
+    path = run_dir / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["inputs"] = _inputs_record(inputs)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, default=str))
+    tmp.replace(path)
+
+
+def run_config(run_dir: Path) -> Config:
+    """The config a run was trained with (its snapshot; paths already absolute)."""
+    snapshot = Path(run_dir) / CONFIG_SNAPSHOT
+    if not snapshot.exists():
+        raise FileNotFoundError(f"{snapshot}: not a run folder (no {CONFIG_SNAPSHOT})")
+    return Config.model_validate_json(snapshot.read_text(), context={"check_paths": False})
+
+
+def rank_run(run_dir: Path):
+    """The rank stage for a trained run folder (FAISS index + candidates.parquet)."""
+    from pipeline.rank import rank
+
+    config = run_config(run_dir)
+    return rank(Path(run_dir), StoreLayout(config.store).interactions, config.rank)
