@@ -1,0 +1,1 @@
+"""Model backends behind small Protocols: captioners (image -> text) and text embedders (text -> vector)."""

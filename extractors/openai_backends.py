@@ -1,0 +1,186 @@
+"""Captioner and embedder over OpenAI-compatible HTTP endpoints (chat completions with images; embeddings)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from extractors.base import stable_key
+from extractors.config import CaptionConfig, EmbedConfig
+from extractors.openai_http import EndpointError, RetryingJsonClient
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+DIMENSION_PROBE_TEXT = "dimension probe"
+
+
+def _client(config: CaptionConfig | EmbedConfig) -> RetryingJsonClient:
+    assert config.base_url is not None  # enforced by the config's own validation
+    return RetryingJsonClient(
+        config.base_url,
+        config.api_key_env,
+        config.timeout,
+        config.max_retries,
+        config.concurrency,
+        config.retry_backoff_s,
+    )
+
+
+def image_data_url(image: Image.Image, longest_side: int) -> str:
+    """The image as a base64 JPEG data URL, downscaled so its longest side is at most `longest_side`."""
+    image = image.convert("RGB")
+    if max(image.size) > longest_side:
+        image = image.copy()
+        image.thumbnail((longest_side, longest_side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def parse_chat_answer(answer: dict[str, Any]) -> str:
+    """The assistant text of a chat-completions answer; EndpointError for anything else."""
+    try:
+        content = answer["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise EndpointError(
+            f"garbage answer: no choices[0].message.content in {str(answer)[:120]!r}"
+        ) from None
+    if isinstance(content, list):  # some servers answer with content parts
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    if not isinstance(content, str) or not content.strip():
+        raise EndpointError("garbage answer: empty caption")
+    return content.strip()
+
+
+class OpenAICaptioner:
+    """One chat-completions request per image, `concurrency` in flight, deterministic (temperature 0)."""
+
+    def __init__(self, config: CaptionConfig) -> None:
+        self.config = config
+        self.key = stable_key(
+            "openai",
+            config.model,
+            {
+                "prompt": config.prompt,
+                "max_tokens": config.max_new_tokens,
+                "temperature": 0,
+                "image_side": config.image_detail_side,
+            },
+        )
+        self.name = f"openai:{config.model}"
+        self._client = _client(config)
+
+    def _request(self, image: Image.Image) -> str:
+        payload = {
+            "model": self.config.model,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": self.config.prompt},
+                        {
+                            "type": "image_url",
+                            "image_url": {
+                                "url": image_data_url(image, self.config.image_detail_side)
+                            },
+                        },
+                    ],
+                }
+            ],
+            "max_tokens": self.config.max_new_tokens,
+            "temperature": 0,
+        }
+        return parse_chat_answer(self._client.post("chat/completions", payload))
+
+    def caption_each(self, images: list[Image.Image]) -> list[tuple[str | None, str | None]]:
+        """(caption, None) or (None, error) per image: one bad answer fails only its own item."""
+
+        def one(image: Image.Image) -> tuple[str | None, str | None]:
+            try:
+                return self._request(image), None
+            except EndpointError as error:
+                return None, str(error)
+
+        with ThreadPoolExecutor(self.config.concurrency) as pool:
+            return list(pool.map(one, images))
+
+    def caption(self, images: list[Image.Image]) -> list[str]:
+        results = self.caption_each(images)
+        failures = [error for _, error in results if error is not None]
+        if failures:
+            raise EndpointError(
+                f"{len(failures)} of {len(images)} images failed; first: {failures[0]}"
+            )
+        return [caption for caption, _ in results if caption is not None]
+
+
+class OpenAIEmbedder:
+    """Embeddings endpoint; batches of `batch_size` texts, `concurrency` batches in flight."""
+
+    def __init__(self, config: EmbedConfig) -> None:
+        self.config = config
+        self._client = _client(config)
+        self.key = stable_key(
+            "openai",
+            config.model,
+            {
+                "instruction": config.instruction,
+                "normalize": config.normalize,
+                "dimensions": config.dimensions,
+                "max_input_chars": config.max_input_chars,
+            },
+        )
+        self.dim = config.dimensions or self._request([DIMENSION_PROBE_TEXT]).shape[1]
+
+    def prepare(self, text: str) -> tuple[str, bool]:
+        """(text sent, whether it was cut to max_input_chars)."""
+        full = self.config.instruction + text
+        return full[: self.config.max_input_chars], len(full) > self.config.max_input_chars
+
+    def truncated(self, texts: list[str]) -> list[bool]:
+        return [self.prepare(text)[1] for text in texts]
+
+    def _request(self, texts: list[str]) -> np.ndarray:
+        payload: dict[str, Any] = {
+            "model": self.config.model,
+            "input": texts,
+            "encoding_format": "float",
+        }
+        if self.config.dimensions:
+            payload["dimensions"] = self.config.dimensions
+        answer = self._client.post("embeddings", payload)
+        try:
+            rows = sorted(answer["data"], key=lambda row: row["index"])
+            vectors = [[float(value) for value in row["embedding"]] for row in rows]
+        except (KeyError, TypeError, ValueError):
+            raise EndpointError(
+                f"garbage answer: no data[].embedding in {str(answer)[:120]!r}"
+            ) from None
+        if len(vectors) != len(texts) or len({len(vector) for vector in vectors}) != 1:
+            raise EndpointError(
+                f"garbage answer: {len(vectors)} vectors of sizes "
+                f"{sorted({len(v) for v in vectors})} for {len(texts)} texts"
+            )
+        matrix = np.asarray(vectors, dtype=np.float32)  # (B, D)
+        if not np.isfinite(matrix).all():
+            raise EndpointError("garbage answer: non-finite values in embeddings")
+        if getattr(self, "dim", None) is not None and matrix.shape[1] != self.dim:
+            raise EndpointError(
+                f"garbage answer: vectors of size {matrix.shape[1]}, expected {self.dim}"
+            )
+        if self.config.normalize:
+            matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+        return matrix
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        prepared = [self.prepare(text)[0] for text in texts]
+        size = self.config.batch_size
+        batches = [prepared[start : start + size] for start in range(0, len(prepared), size)]
+        with ThreadPoolExecutor(self.config.concurrency) as pool:
+            parts = list(pool.map(self._request, batches))
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)

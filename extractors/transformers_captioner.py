@@ -1,0 +1,218 @@
+"""Captioner over a local or hub vision-language model through transformers (Qwen2/2.5-VL, LLaVA, SmolVLM, BLIP)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from extractors.base import ModelLoadError, stable_key
+from extractors.config import CaptionConfig
+from extractors.hub import LOCAL_WEIGHTS_HINT, is_local_folder, local_files_only
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+# Families whose processors take one list of images per prompt rather than a flat list.
+_NESTED_IMAGE_FAMILIES = ("idefics3", "smolvlm", "idefics2")
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _without_video_processor(processor_class: type) -> type:
+    """`processor_class` minus its video sub-processor.
+
+    transformers 5.x builds the Qwen2-VL and SmolVLM processors with a video processor that needs
+    torchvision; without it, loading fails on `VIDEO_PROCESSOR_MAPPING`. Captioning never feeds
+    videos, so the subclass drops that attribute and the processor works from the PIL image
+    processor and the tokenizer alone.
+    """
+    attributes = [name for name in processor_class.get_attributes() if name != "video_processor"]
+    return type(
+        processor_class.__name__,
+        (processor_class,),
+        {"get_attributes": classmethod(lambda cls: list(attributes)), "video_processor": None},
+    )
+
+
+def load_processor(model: str, revision: str | None, local_only: bool) -> Any:
+    """The model's processor; works without torchvision for families whose processor wants a video one."""
+    import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+    from transformers.utils import is_torchvision_available
+
+    options = {"revision": revision, "local_files_only": local_only}
+    if is_torchvision_available():
+        return transformers.AutoProcessor.from_pretrained(model, **options)
+    model_type = transformers.AutoConfig.from_pretrained(model, **options).model_type
+    class_name = PROCESSOR_MAPPING_NAMES.get(model_type)
+    processor_class = getattr(transformers, class_name, None) if class_name else None
+    if processor_class is None or "video_processor" not in processor_class.get_attributes():
+        return transformers.AutoProcessor.from_pretrained(model, **options)
+    # The steps of ProcessorMixin.from_pretrained, with video_processor=None handed to the constructor
+    # (whose signature from_args_and_dict reads) instead of a video processor loaded from disk.
+    image_only_class = _without_video_processor(processor_class)
+    processor_dict, instantiation_kwargs = image_only_class.get_processor_dict(model, **options)
+    sub_processors = image_only_class._get_arguments_from_pretrained(
+        model, processor_dict, **options
+    )
+    return image_only_class.from_args_and_dict(
+        sub_processors, processor_dict, **instantiation_kwargs, video_processor=None
+    )
+
+
+def _folder_fingerprint(model: str) -> str | None:
+    """For a local checkpoint: hash of its config and weight file sizes, so replaced weights change the key."""
+    if not is_local_folder(model):
+        return None
+    folder = Path(model).expanduser()
+    digest = hashlib.sha256(
+        (folder / "config.json").read_bytes() if (folder / "config.json").is_file() else b""
+    )
+    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+def caption_key(config: CaptionConfig) -> str:
+    """Key of a transformers captioner: model, revision, prompt and decoding settings (not batch/device)."""
+    settings = {
+        "revision": config.revision,
+        "prompt": config.prompt,
+        "max_new_tokens": config.max_new_tokens,
+        "decoding": "greedy",
+        "weights": _folder_fingerprint(config.model),
+    }
+    return stable_key("transformers", config.model, settings)
+
+
+class TransformersCaptioner:
+    """Batched, greedy captioning with any image-text-to-text model that transformers can load."""
+
+    def __init__(self, config: CaptionConfig) -> None:
+        import torch
+        import transformers
+
+        self.config = config
+        self.key = caption_key(config)
+        self.name = f"transformers:{config.model}" + (
+            f"@{config.revision}" if config.revision else ""
+        )
+        self.device = pick_device(config.device)
+        self.dtype = pick_dtype(config.dtype, self.device)
+        local_only = local_files_only(config.model)
+        try:
+            self.processor = load_processor(config.model, config.revision, local_only)
+            self.model = transformers.AutoModelForImageTextToText.from_pretrained(
+                config.model,
+                revision=config.revision,
+                local_files_only=local_only,
+                dtype=self.dtype,
+            )
+        except (OSError, ValueError, KeyError, ImportError, AttributeError, RuntimeError) as error:
+            where = (
+                "the hub is unreachable and it is not in the local cache"
+                if local_only and not is_local_folder(config.model)
+                else str(error).splitlines()[0][:300]
+            )
+            raise ModelLoadError(
+                f"[caption] model {config.model!r} could not be loaded: {where}. "
+                + LOCAL_WEIGHTS_HINT.format(model=config.model)
+            ) from error
+        self.model.to(self.device).eval()
+        self.model_type = self.model.config.model_type
+        self.decoder_only = not (self.model.config.is_encoder_decoder or self.model_type == "blip")
+        if self.decoder_only:
+            self.processor.tokenizer.padding_side = (
+                "left"  # generation continues from the right end
+            )
+        self.prompt_text = self._prompt_text()
+        torch.set_grad_enabled(False)
+
+    def _prompt_text(self) -> str | None:
+        """The full text input for one image, from the checkpoint's chat template when it has one."""
+        if self.model_type == "blip":
+            return None  # BLIP captions unconditionally; a shopper prompt would be read as the caption's start
+        messages = [
+            {
+                "role": "user",
+                "content": [{"type": "image"}, {"type": "text", "text": self.config.prompt}],
+            }
+        ]
+        template = (
+            getattr(self.processor, "chat_template", None) or self.processor.tokenizer.chat_template
+        )
+        if template:
+            # Rendered through the tokenizer: some processors' own apply_chat_template reach for the
+            # video processor that _without_video_processor left out.
+            return self.processor.tokenizer.apply_chat_template(
+                messages, chat_template=template, add_generation_prompt=True, tokenize=False
+            )
+        image_token = getattr(self.processor, "image_token", "<image>")
+        return f"USER: {image_token}\n{self.config.prompt} ASSISTANT:"
+
+    def _inputs(self, images: list[Image.Image]) -> Any:
+        if self.prompt_text is None:
+            return self.processor(images=images, return_tensors="pt")
+        batch_images: list = (
+            [[image] for image in images] if self.model_type in _NESTED_IMAGE_FAMILIES else images
+        )
+        return self.processor(
+            images=batch_images,
+            text=[self.prompt_text] * len(images),
+            return_tensors="pt",
+            padding=True,
+        )
+
+    def caption(self, images: list[Image.Image]) -> list[str]:
+        import torch
+
+        inputs = self._inputs(images).to(self.device)
+        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs, max_new_tokens=self.config.max_new_tokens, do_sample=False, num_beams=1
+            )
+        if self.decoder_only:
+            output = output[:, inputs["input_ids"].shape[1] :]  # keep only the new tokens
+        return [
+            text.strip() for text in self.processor.batch_decode(output, skip_special_tokens=True)
+        ]
+
+
+def describe_settings(config: CaptionConfig) -> str:
+    """Provenance line for schema metadata and logs."""
+    return json.dumps(
+        {
+            "model": config.model,
+            "revision": config.revision,
+            "prompt": config.prompt,
+            "max_new_tokens": config.max_new_tokens,
+            "decoding": "greedy",
+        }
+    )
