@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,6 +15,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from extractors.config import CaptionConfig, EmbedConfig, ModalityConfig, default_modalities
@@ -117,6 +119,31 @@ class RankConfig(_Section):
     ef_search: int = Field(128, ge=1)
 
 
+class ScaleConfig(_Section):
+    """Fan-out of the extraction stages: item shards as separate tasks, optionally on Dask."""
+
+    shards: int = Field(1, ge=1, le=4096)  # caption/embed tasks per stage, over disjoint items
+    dask_address: str | None = None  # tcp://host:8786 of a running Dask scheduler
+    dask_local_workers: int = Field(0, ge=0)  # >0: a local Dask cluster of this many workers
+
+
+class CompareConfig(_Section):
+    """Models trained beside [train] on the same data, and the seeds every model is repeated with."""
+
+    # model name ("lightgcn", "bpr", "pop", "lirdrec") -> [train] fields it overrides
+    baselines: dict[str, dict] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=list)  # empty: the [train] seed alone
+
+    def train_configs(self, train: TrainConfig) -> list[TrainConfig]:
+        """[train] first, then each baseline; each once per seed."""
+        models = [train] + [
+            dataclasses.replace(train, **{"model": name, **overrides})
+            for name, overrides in self.baselines.items()
+        ]
+        seeds = self.seeds or [train.seed]
+        return [dataclasses.replace(model, seed=seed) for model in models for seed in seeds]
+
+
 Dataset = Annotated[MovieLensDataset | MMRecDataset | GenericDataset, Field(discriminator="kind")]
 
 
@@ -133,7 +160,17 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     search: SearchConfig | None = None
     rank: RankConfig = RankConfig()
+    compare: CompareConfig = CompareConfig()
+    scale: ScaleConfig = ScaleConfig()
     source: Path | None = None  # the file this config was loaded from (set by load_config)
+
+    @model_validator(mode="after")
+    def _baselines_build(self) -> Config:
+        try:
+            self.compare.train_configs(self.train)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"compare.baselines: {error}") from None
+        return self
 
     @field_validator("modalities")
     @classmethod

@@ -200,3 +200,14 @@ def rank_run(run_dir: Path):
 
     config = run_config(run_dir)
     return rank(Path(run_dir), StoreLayout(config.store).interactions, config.rank)
+
+
+def current_runs(config: Config) -> list[Path]:
+    """The run folders the config's current inputs name: [train] first, then its [compare] runs."""
+    folders, inputs = [], {}
+    for train_config in config.compare.train_configs(config.train):
+        with_features = train_config.model == "lirdrec"
+        if with_features not in inputs:
+            inputs[with_features] = load_inputs(config, with_features=with_features)
+        folders.append(run_folder(config, train_config, inputs[with_features]))
+    return folders

@@ -1,0 +1,95 @@
+"""Publish a run's reports as Prefect artifacts (tables, markdown, links, progress) for the UI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from pipeline import report
+from pipeline.config import Config
+from pipeline.store import StoreLayout
+
+
+def _key(config: Config, what: str) -> str:
+    # Artifact keys allow lowercase letters, digits and dashes; a key groups one report across runs.
+    slug = "".join(c if c.isalnum() else "-" for c in config.name.lower())
+    return f"{slug}-{what}"
+
+
+def dataset_summary(config: Config) -> None:
+    create_markdown_artifact(
+        report.dataset_markdown(config),
+        key=_key(config, "dataset"),
+        description="Catalog and drops",
+    )
+
+
+def sample_captions(config: Config) -> None:
+    rows, captioner = report.caption_samples(config)
+    description = f"Sample captions by {captioner}"
+    if report.is_descriptor(captioner):
+        description += " (descriptor captioner: NOT a multimodal LLM)"
+        create_markdown_artifact(report.DESCRIPTOR_NOTE, key=_key(config, "captioner-note"))
+    create_table_artifact(rows, key=_key(config, "captions"), description=description)
+
+
+def training(config: Config, runs: list[Path]) -> None:
+    rows = report.metrics_rows(runs)
+    create_table_artifact(
+        rows, key=_key(config, "metrics"), description="Valid / test / test cold-start, every run"
+    )
+    if len(rows) > 1:
+        create_table_artifact(
+            report.mean_std_rows(rows),
+            key=_key(config, "metrics-mean-std"),
+            description="Mean ± std over seeds, per model",
+        )
+    create_table_artifact(
+        report.history_rows(runs[0]),
+        key=_key(config, "history"),
+        description=f"Per-epoch history of {runs[0].name}",
+    )
+    create_markdown_artifact(
+        report.inputs_markdown(runs[0]),
+        key=_key(config, "inputs"),
+        description="Feature provenance",
+    )
+
+
+def links(config: Config, run_dir: Path) -> None:
+    layout = StoreLayout(config.store)
+    for what, path in (
+        ("store", layout.root),
+        ("run", run_dir),
+        ("candidates", run_dir / "candidates.parquet"),
+        ("index", run_dir / "items.faiss"),
+    ):
+        create_link_artifact(
+            path.resolve().as_uri(), link_text=str(path), key=_key(config, f"link-{what}")
+        )
+
+
+class Progress:
+    """A progress artifact that a stage updates as it writes parts (done / total items)."""
+
+    def __init__(self, description: str):
+        self.description, self.artifact_id = description, None
+
+    def __enter__(self) -> Progress:
+        self.artifact_id = create_progress_artifact(0.0, description=self.description)
+        return self
+
+    def update(self, done: int, total: int) -> None:
+        if self.artifact_id is not None and total:
+            update_progress_artifact(self.artifact_id, progress=100.0 * done / total)
+
+    def __exit__(self, *exc) -> None:
+        if self.artifact_id is not None and exc[0] is None:
+            update_progress_artifact(self.artifact_id, progress=100.0)

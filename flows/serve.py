@@ -1,0 +1,58 @@
+"""Publish every flow as a deployment named by each config's `name`: `python -m flows.serve CONFIG...`.
+
+`configs/movielens.toml` (name = "demo") gives `extract-and-train/demo`, `caption/demo`, ...; run
+one with `prefect deployment run extract-and-train/demo` (the CLI takes flow/deployment).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from flows.dag import FLOWS, caption_flow, embed_flow, extract_and_train, extract_flow
+from pipeline.config import Config, load_config
+
+FAN_OUT_FLOWS = (caption_flow, embed_flow, extract_flow, extract_and_train)
+
+
+def task_runner(config: Config):
+    """A Dask task runner when the config asks for one (a scheduler address or local workers)."""
+    scale = config.scale
+    if not scale.dask_address and not scale.dask_local_workers:
+        return None
+    from prefect_dask import DaskTaskRunner
+
+    if scale.dask_address:
+        return DaskTaskRunner(address=scale.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": scale.dask_local_workers,
+            "threads_per_worker": 1,
+            "host": "127.0.0.1",
+        }
+    )
+
+
+def deployments(config_path: Path) -> list:
+    """One deployment per flow for this config, with the config's path as the default parameter."""
+    config = load_config(config_path)
+    runner = task_runner(config)
+    out = []
+    for flow in FLOWS:
+        if runner is not None and flow in FAN_OUT_FLOWS:
+            flow = flow.with_options(task_runner=runner)
+        out.append(flow.to_deployment(name=config.name, parameters={"config": str(config.source)}))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__)
+    parser.add_argument("configs", nargs="+", type=Path, help="run configs (TOML) to publish")
+    args = parser.parse_args(argv)
+    from prefect import serve
+
+    serve(*[d for path in args.configs for d in deployments(path)])
+
+
+if __name__ == "__main__":
+    main()

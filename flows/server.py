@@ -1,0 +1,177 @@
+"""The local Prefect server and the served deployments behind `make demo` and `make stop`.
+
+`python -m flows.server demo CONFIG` starts (or reuses) a Prefect server on 127.0.0.1 with its
+SQLite database under artifacts/prefect, serves the config's deployments, runs
+`extract-and-train/<name>`, waits for it, and prints the metrics and the UI address; the server
+and the deployments stay up. `python -m flows.server stop` stops both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+HOME = Path(os.environ.get("PREFECT_HOME", ROOT / "artifacts" / "prefect"))
+HOST, PORT = "127.0.0.1", int(os.environ.get("DEMO_PREFECT_PORT", "4200"))
+API_URL = f"http://{HOST}:{PORT}/api"
+UI_URL = f"http://{HOST}:{PORT}"
+
+
+def prefect_env() -> dict[str, str]:
+    """The environment every Prefect process here gets: local API, no telemetry, home under artifacts/."""
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(HOME),
+        PREFECT_API_URL=API_URL,
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_API_HOST=HOST,
+        PREFECT_SERVER_API_PORT=str(PORT),
+        PREFECT_UI_API_URL=API_URL,
+    )
+    return env
+
+
+def healthy(timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{API_URL}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _start(name: str, command: list[str]) -> int:
+    """Start a background process in its own session, logging to artifacts/prefect/<name>.log."""
+    HOME.mkdir(parents=True, exist_ok=True)
+    log = open(HOME / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps the handle
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=prefect_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (HOME / f"{name}.pid").write_text(str(process.pid))
+    return process.pid
+
+
+def _alive(name: str) -> bool:
+    pid_file = HOME / f"{name}.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+        return True
+    except (ProcessLookupError, ValueError):
+        return False
+
+
+def start_server(timeout: float = 180.0) -> None:
+    if healthy():
+        print(f"Prefect server already up at {UI_URL}")
+        return
+    print(f"starting the Prefect server on {UI_URL} (database under {HOME}) ...", flush=True)
+    _start(
+        "server",
+        [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(PORT)],
+    )
+    deadline = time.monotonic() + timeout
+    while not healthy():
+        if time.monotonic() > deadline or not _alive("server"):
+            raise RuntimeError(f"the Prefect server did not come up; see {HOME / 'server.log'}")
+        time.sleep(1.0)
+
+
+def start_serving(
+    configs: list[Path], flow_name: str, deployment: str, timeout: float = 180.0
+) -> None:
+    """(Re)start `python -m flows.serve CONFIGS` and wait until the deployment is registered."""
+    stop_process("serve")  # `serve` keeps the code it started with: restart it to pick up changes
+    _start("serve", [sys.executable, "-m", "flows.serve", *map(str, configs)])
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = httpx.get(f"{API_URL}/deployments/name/{flow_name}/{deployment}", timeout=5)
+        if answer.status_code == 200:
+            return
+        if time.monotonic() > deadline or not _alive("serve"):
+            raise RuntimeError(f"the deployments were not served; see {HOME / 'serve.log'}")
+        time.sleep(1.0)
+
+
+def stop_process(name: str) -> bool:
+    pid_file = HOME / f"{name}.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        stopped = True
+    except (ProcessLookupError, ValueError, PermissionError):
+        stopped = False
+    pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def demo(config_path: Path, force: str | None = None) -> int:
+    """Server up, deployments served, one run of extract-and-train/<name> waited for and reported."""
+    os.environ.update(prefect_env())
+    from prefect.deployments import run_deployment
+
+    from pipeline.config import load_config
+    from pipeline.report import mean_std_rows, metrics_rows
+
+    config = load_config(config_path)
+    start_server()
+    start_serving([config_path], "extract-and-train", config.name)
+    parameters = {"force": force} if force else {}
+    print(f"running extract-and-train/{config.name} ... (follow it at {UI_URL}/runs)", flush=True)
+    started = time.perf_counter()
+    flow_run = run_deployment(
+        f"extract-and-train/{config.name}", parameters=parameters, timeout=None, poll_interval=3
+    )
+    seconds = time.perf_counter() - started
+    state = flow_run.state
+    print(f"flow run {flow_run.name}: {state.name if state else 'unknown'} in {seconds:.0f} s")
+    print(f"UI: {UI_URL}/runs/flow-run/{flow_run.id}")
+    if state is None or not state.is_completed():
+        print(f"the run did not complete; its logs are in the UI and in {HOME / 'serve.log'}")
+        return 1
+    from pipeline.training import current_runs
+
+    runs = current_runs(config)
+    rows = metrics_rows(runs)
+    print(json.dumps(mean_std_rows(rows) if len(rows) > 1 else rows, indent=2))
+    print(f"run folder: {runs[0]}")
+    print(f"the server and the deployments stay up at {UI_URL}; `make stop` stops them")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.server", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("demo", help="server + deployments + one extract-and-train run")
+    run.add_argument("config", type=Path)
+    run.add_argument("--force", help="stages to recompute, e.g. caption or caption,embed")
+    commands.add_parser("start", help="start the local Prefect server")
+    commands.add_parser("stop", help="stop the served deployments and the server")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo(args.config, args.force)
+    if args.command == "start":
+        start_server()
+        return 0
+    for name in ("serve", "server"):
+        print(f"{name}: {'stopped' if stop_process(name) else 'not running'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""What a run produced, as plain tables and markdown (the flows publish them as Prefect artifacts)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from pipeline import schemas
+from pipeline.config import Config
+from pipeline.store import PartStore, StoreError, StoreLayout, current_key, read_table
+
+METRIC_COLUMNS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+DESCRIPTOR_NOTE = (
+    "These captions come from the **descriptor captioner** (classical image analysis, no "
+    "weights): they are NOT a multimodal LLM's output."
+)
+
+
+def dataset_markdown(config: Config) -> str:
+    """Catalog counts, the split, and every drop with its reason and count (from ingest_summary.json)."""
+    path = StoreLayout(config.store).ingest_summary
+    if not path.exists():
+        raise StoreError(f"{path}: missing (run the ingest stage)")
+    summary = json.loads(path.read_text())
+    split = summary["split_counts"]
+    lines = [
+        f"# Dataset `{summary['name']}` ({summary['dataset']}, split {summary['split_method']})",
+        "",
+        "| items | users | interactions | train | valid | test | items with image | cold items |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {summary['n_items']:,} | {summary['n_users']:,} | {summary['n_interactions']:,} | "
+        f"{split['train']:,} | {split['valid']:,} | {split['test']:,} | "
+        f"{summary['items_with_image']:,} | {summary['cold_items']:,} |",
+        "",
+        "## Drops",
+    ]
+    if not summary["drops"]:
+        lines.append("None.")
+    else:
+        lines += ["| what | count | reason | file |", "|---|---|---|---|"]
+        lines += [
+            f"| {d['kind']} | {d['count']:,} | {d['reason']} | `{d['file']}` |"
+            for d in summary["drops"]
+        ]
+    return "\n".join(lines)
+
+
+def caption_samples(config: Config, n: int = 12) -> tuple[list[dict], str]:
+    """Up to `n` captions beside their items' titles, and the captioner that made them."""
+    layout = StoreLayout(config.store)
+    key = current_key(layout.captions("x").parent)
+    store = PartStore(layout.captions(key), schemas.CAPTIONS)
+    captions = store.read(["caption", "error"])
+    captions = captions.filter(pc.is_valid(captions.column("caption"))).slice(0, n)
+    items = read_table(layout.items, schemas.ITEMS, columns=["item_id", "title"])
+    title = dict(
+        zip(items.column("item_id").to_pylist(), items.column("title").to_pylist(), strict=True)
+    )
+    provenance = store.provenance()
+    captioner = provenance.get("name") or key
+    rows = [
+        {
+            "item_id": item_id,
+            "title": title.get(item_id),
+            "caption": caption,
+            "captioner": captioner,
+        }
+        for item_id, caption in zip(
+            captions.column("item_id").to_pylist(),
+            captions.column("caption").to_pylist(),
+            strict=True,
+        )
+    ]
+    return rows, captioner
+
+
+def is_descriptor(captioner: str) -> bool:
+    return "descriptor" in captioner.lower()
+
+
+def run_metrics(run_dir: Path) -> dict:
+    path = Path(run_dir) / "metrics.json"
+    if not path.exists():
+        raise StoreError(f"{path}: missing (the run has not finished)")
+    return json.loads(path.read_text())
+
+
+def metrics_rows(runs: list[Path]) -> list[dict]:
+    """One row per run: model, seed, best epoch, valid/test/test-cold Recall and NDCG @10/@20."""
+    rows = []
+    for run_dir in runs:
+        metrics = run_metrics(run_dir)
+        seed = metrics.get("config", {}).get("seed")
+        row = {"model": metrics["model"], "seed": seed, "best_epoch": metrics["best_epoch"]}
+        for part in ("valid", "test", "test_cold"):
+            for name in METRIC_COLUMNS:
+                value = metrics.get(part, {}).get(name)
+                row[f"{part} {name}"] = None if value is None else round(value, 4)
+        rows.append(row)
+    return rows
+
+
+def mean_std_rows(rows: list[dict]) -> list[dict]:
+    """Rows grouped by model: each metric as "mean ± std" over the seeds (std 0 for one seed)."""
+    by_model: dict[str, list[dict]] = {}
+    for row in rows:
+        by_model.setdefault(row["model"], []).append(row)
+    out = []
+    for model, group in by_model.items():
+        summary = {"model": model, "seeds": len(group)}
+        for column in group[0]:
+            if column in ("model", "seed", "best_epoch"):
+                continue
+            values = [r[column] for r in group if r[column] is not None]
+            if values:
+                std = statistics.stdev(values) if len(values) > 1 else 0.0
+                summary[column] = f"{statistics.mean(values):.4f} ± {std:.4f}"
+        out.append(summary)
+    return out
+
+
+def history_rows(run_dir: Path) -> list[dict]:
+    """The per-epoch training history of one run: loss, valid Recall/NDCG@20, seconds."""
+    path = Path(run_dir) / "history.jsonl"
+    rows = []
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        rows.append(
+            {
+                "epoch": entry["epoch"],
+                "loss": None if entry.get("loss") is None else round(entry["loss"], 5),
+                "valid recall@20": round(entry["valid"]["recall@20"], 4),
+                "valid ndcg@20": round(entry["valid"]["ndcg@20"], 4),
+                "train s": entry.get("train_seconds"),
+                "eval s": entry.get("eval_seconds"),
+            }
+        )
+    return rows
+
+
+def inputs_markdown(run_dir: Path) -> str:
+    """Which extractors produced the run's features (captioner and embedder keys, provenance)."""
+    metrics = run_metrics(run_dir)
+    modalities = metrics.get("inputs", {}).get("modalities", {})
+    if not modalities:
+        return "ID-only model: no item features."
+    lines = [
+        "| modality | store key | dim | items without a vector | made by |",
+        "|---|---|---|---|---|",
+    ]
+    for name, info in modalities.items():
+        provenance = info.get("provenance", {})
+        made_by = provenance.get("name") or provenance.get("source") or info["key"]
+        if provenance.get("captioner_name"):
+            made_by += f" (captions: {provenance['captioner_name']})"
+        lines.append(
+            f"| {name} | `{info['key']}` | {info['dim']} | {info['missing_items']} | {made_by} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""Each stage as one call that says whether it computed anything: shared by the CLI and the flows.
+
+Idempotence across runs comes from the stores' own keys (never from an orchestrator's cache):
+ingest is skipped when its inputs (the dataset files' sizes and times, the dataset and split
+config) are those the catalog was built from; caption and embed compute only items whose
+(input hash, model key) the store lacks; train is skipped when the run folder named by its
+inputs already holds metrics.json; rank when candidates.parquet is newer than the run's vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.config import Config
+from pipeline.store import StoreLayout
+
+STAGES = ("ingest", "caption", "embed", "train", "rank")
+INGEST_INPUTS_FILE = "ingest_inputs.json"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    ran: bool  # False: everything was already up to date in the store
+    summary: object  # the stage function's own summary (printable)
+    run_dir: Path | None = None  # train and rank: the run folder
+    runs: list[Path] = field(default_factory=list)  # train: every run folder (model + comparisons)
+
+    def __str__(self) -> str:
+        return str(self.summary)
+
+
+def parse_force(force: bool | list[str] | str | None) -> set[str]:
+    """`force` as a set of stage names; accepts a list or a comma string (the CLI's `-p force=a,b`).
+
+    A bare true means every stage (for single-stage flows: `-p force=true`).
+    """
+    if force is None or force is False:
+        return set()
+    if force is True:
+        return set(STAGES)
+    names = force.split(",") if isinstance(force, str) else list(force)
+    stages = {name.strip() for name in names if name.strip()}
+    if "all" in stages:
+        return set(STAGES)
+    unknown = sorted(stages - set(STAGES))
+    if unknown:
+        raise ValueError(
+            f"force: unknown stage(s) {unknown}; expected any of {list(STAGES)} or 'all'"
+        )
+    return stages
+
+
+def ingest_inputs_digest(config: Config) -> str:
+    """A digest of what the catalog is built from: the dataset and split config and the source files."""
+    dataset = config.dataset
+    sources = [
+        getattr(dataset, name)
+        for name in ("path", "items", "interactions")
+        if hasattr(dataset, name)
+    ]
+    digest = hashlib.sha256(dataset.model_dump_json().encode())
+    digest.update(config.split.model_dump_json().encode())
+    for source in sources:
+        for path in sorted([source, *source.rglob("*")] if source.is_dir() else [source]):
+            stat = path.stat()
+            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def ingest_stage(config: Config, force: bool = False, progress: bool = False) -> StageResult:
+    from pipeline.ingest import ingest
+
+    layout = StoreLayout(config.store)
+    marker = layout.items.parent / INGEST_INPUTS_FILE
+    digest = ingest_inputs_digest(config)
+    if not force and layout.interactions.exists() and marker.exists():
+        if json.loads(marker.read_text()).get("digest") == digest:
+            return StageResult(
+                "ingest", False, f"ingest: catalog up to date ({layout.items.parent})"
+            )
+    summary = ingest(config, progress=progress)
+    marker.write_text(json.dumps({"digest": digest}))
+    return StageResult("ingest", True, summary)
+
+
+def caption_stage(
+    config: Config,
+    force: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> StageResult:
+    from pipeline.extract import caption
+
+    summary = caption(config, force=force, shard=shard, on_progress=on_progress)
+    return StageResult("caption", summary.computed + summary.failed > 0, summary)
+
+
+def embed_stage(
+    config: Config,
+    force: bool = False,
+    shard: tuple[int, int] = (0, 1),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> StageResult:
+    from pipeline.extract import embed
+
+    summary = embed(config, force=force, shard=shard, on_progress=on_progress)
+    return StageResult("embed", summary.computed + summary.failed > 0, summary)
+
+
+def train_stage(
+    config: Config, force: bool = False, log: Callable[[str], None] = print
+) -> StageResult:
+    """Train the config's model (and its [compare] runs); skip each run whose metrics already exist."""
+    from pipeline.training import current_runs, train
+
+    runs = current_runs(config)
+    ran, lines = False, []
+    for train_config, run_dir in zip(config.compare.train_configs(config.train), runs, strict=True):
+        if force or not (run_dir / "metrics.json").exists():
+            train(config, train_config=train_config, resume=not force, log=log)
+            ran = True
+            lines.append(f"trained {run_dir}")
+        else:
+            lines.append(f"up to date {run_dir}")
+    return StageResult("train", ran, "\n".join(lines), run_dir=runs[0], runs=runs)
+
+
+def rank_stage(config: Config, run_dir: Path, force: bool = False) -> StageResult:
+    from pipeline.rank import rank
+
+    run_dir = Path(run_dir)
+    candidates, vectors = run_dir / "candidates.parquet", run_dir / "item_vectors.npy"
+    if (
+        not force
+        and candidates.exists()
+        and candidates.stat().st_mtime_ns >= vectors.stat().st_mtime_ns
+    ):
+        return StageResult("rank", False, f"rank: candidates up to date ({candidates})", run_dir)
+    summary = rank(run_dir, StoreLayout(config.store).interactions, config.rank)
+    return StageResult("rank", True, summary, run_dir)
