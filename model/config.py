@@ -1,0 +1,142 @@
+"""Training and search configs: stdlib frozen dataclasses (no torch), embeddable in the pydantic run config."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+MODELS = ("lirdrec", "lightgcn", "bpr", "pop")
+KNN_METHODS = ("exact", "ivf", "hnsw")
+FEATURE_DTYPES = ("float32", "bfloat16")
+SELECTION_METRIC = "recall@20"  # early stopping and search both select on VALID Recall@20
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: the model, its hyper-parameters and the trainer's settings.
+
+    Defaults are the LIRDRec reference settings (SPEC-lirdrec.md section 6). The ID-only
+    baselines read the fields they need: `lightgcn` uses `n_ui_layers` as LightGCN's n_layers
+    (layer MEAN, as in MMRec), `bpr` and `lightgcn` use `reg_weight` as MMRec's EmbLoss weight.
+    """
+
+    __pydantic_config__ = {"extra": "forbid"}
+
+    model: str = "lirdrec"  # "lirdrec" | "lightgcn" | "bpr" | "pop"
+    embedding_size: int = 64  # d; LIRDRec vectors are (M+1)*d wide
+    n_ui_layers: int = 2  # user-item propagation layers (LightGCN's n_layers for "lightgcn")
+    n_mm_layers: int = 1  # item-item graph layers (L in h = r + A_mm^L r)
+    knn_k: int = 10  # neighbours per item in each modality's kNN graph, the item itself included
+    knn_method: str = "exact"  # "exact" | "ivf" | "hnsw" (approximate: recall is logged)
+    knn_chunk: int = 4096  # query rows per FAISS search call (bounds memory)
+    knn_nlist: int = 0  # IVF lists; 0 = 4 * sqrt(n_items)
+    knn_nprobe: int = 32  # IVF lists searched per query
+    knn_hnsw_m: int = 32  # HNSW links per node
+    knn_ef_search: int = 128  # HNSW search depth
+    mm_weights: dict[str, float] = field(default_factory=dict)  # modality -> weight; {} = equal
+    reg_weight: float = 1e-3
+    decay_weight: float = 0.9  # PWC: initial w1 (w2 = 1 - w1)
+    decay_base: float = 0.9  # PWC: w1 <- w1 * decay_base**epoch at each epoch start
+    learning_rate: float = 1e-4
+    batch_size: int = 2048
+    epochs: int = 1000
+    patience: int = 20  # stop when valid Recall@20 has not improved for `patience` epochs (+1 fails)
+    seed: int = 999
+    device: str = "auto"  # "auto" (cuda when present) | "cpu" | "cuda" | "cuda:N"
+    eval_user_chunk: int = 0  # users scored at once; 0 = auto (score block <= 2**25 floats)
+    topk: tuple[int, ...] = (5, 10, 20, 50)
+    feature_dtype: str = "float32"  # "bfloat16" runs the feature matmuls in bf16 (faster, ~same)
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    eval_test_every_epoch: bool = False  # also score test each epoch into history (costly)
+
+    def __post_init__(self) -> None:
+        _one_of("model", self.model, MODELS)
+        _one_of("knn_method", self.knn_method, KNN_METHODS)
+        _one_of("feature_dtype", self.feature_dtype, FEATURE_DTYPES)
+        for name in ("embedding_size", "knn_k", "knn_chunk", "knn_nprobe", "knn_hnsw_m",
+                     "knn_ef_search", "batch_size", "epochs"):
+            _at_least(f"train.{name}", getattr(self, name), 1)
+        for name in ("n_ui_layers", "n_mm_layers", "knn_nlist", "patience", "eval_user_chunk",
+                     "num_threads"):
+            _at_least(f"train.{name}", getattr(self, name), 0)
+        if self.model == "lirdrec" and self.embedding_size % 4:
+            raise ValueError(f"train.embedding_size: must be a multiple of 4 for lirdrec "
+                             f"(the PWC scorers are d -> d/4 -> 1), got {self.embedding_size}")
+        if self.model == "lightgcn" and self.n_ui_layers < 1:
+            raise ValueError("train.n_ui_layers: lightgcn needs at least 1 layer")
+        _finite_range("reg_weight", self.reg_weight, 0.0, math.inf)
+        _finite_range("decay_weight", self.decay_weight, 0.0, 1.0)
+        _finite_range("decay_base", self.decay_base, 0.0, 1.0)
+        if self.decay_base == 0.0:
+            raise ValueError("train.decay_base: must be > 0")
+        _finite_range("learning_rate", self.learning_rate, 0.0, math.inf)
+        if self.learning_rate == 0.0:
+            raise ValueError("train.learning_rate: must be > 0")
+        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', "
+                             f"got {self.device!r}")
+        topk = tuple(self.topk)
+        if not topk or any(int(k) < 1 for k in topk) or list(topk) != sorted(set(topk)):
+            raise ValueError(f"train.topk: expected increasing positive cut-offs, got {topk}")
+        if 20 not in topk:
+            raise ValueError(f"train.topk: must contain 20 (selection is on Recall@20), got {topk}")
+        object.__setattr__(self, "topk", tuple(int(k) for k in topk))
+        for name, weight in self.mm_weights.items():
+            _finite_range(f"mm_weights.{name}", weight, 0.0, 1.0)
+        if self.mm_weights and abs(sum(self.mm_weights.values()) - 1.0) > 1e-6:
+            raise ValueError(f"train.mm_weights: weights must sum to 1, got "
+                             f"{dict(self.mm_weights)} (sum {sum(self.mm_weights.values()):.6g})")
+
+
+def resolve_mm_weights(config: TrainConfig, modalities: list[str]) -> dict[str, float]:
+    """The item-graph weight of each modality of the data; equal weights when none are given."""
+    if not modalities:
+        raise ValueError("no modalities: lirdrec needs at least one feature matrix")
+    if not config.mm_weights:
+        return {name: 1.0 / len(modalities) for name in modalities}
+    missing = sorted(set(modalities) - set(config.mm_weights))
+    unknown = sorted(set(config.mm_weights) - set(modalities))
+    if missing or unknown:
+        raise ValueError(f"train.mm_weights: names must match the data's modalities "
+                         f"{sorted(modalities)}; missing {missing}, unknown {unknown}")
+    return {name: float(config.mm_weights[name]) for name in modalities}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A grid search over TrainConfig fields, chosen by VALID Recall@20, within a budget."""
+
+    __pydantic_config__ = {"extra": "forbid"}
+
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # TrainConfig field -> values
+    max_configs: int = 6  # grid points trained at most (a seeded sample when the grid is larger)
+    max_epochs: int = 0  # epochs per config at most; 0 = the train config's `epochs`
+    sample_seed: int = 0  # which grid points are kept when the grid exceeds max_configs
+
+    def __post_init__(self) -> None:
+        known = {f.name for f in fields(TrainConfig)}
+        for name, values in self.grid.items():
+            if name not in known:
+                raise ValueError(f"search.grid.{name}: not a train config field "
+                                 f"(known: {sorted(known)})")
+            if not isinstance(values, list | tuple) or not values:
+                raise ValueError(f"search.grid.{name}: expected a non-empty list of values")
+        _at_least("search.max_configs", self.max_configs, 1)
+        _at_least("search.max_epochs", self.max_epochs, 0)
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"train.{name}: expected one of {list(allowed)}, got {value!r}")
+
+
+def _at_least(name: str, value: int, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+
+
+def _finite_range(name: str, value: float, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise ValueError(f"train.{name}: expected a finite number in [{low}, {high}], got {value!r}")

@@ -1,0 +1,178 @@
+"""LIRDRec: item vectors learnt directly from multimodal features, with no item ID embedding.
+
+Paper: Zhou et al., "Learning Item Representations Directly from Multimodal Features for
+Effective Recommendation", arXiv 2505.04960 (2025); what this computes is written down in
+../shared/SPEC-lirdrec.md (section numbers below refer to it). Shapes: U users, I items,
+M modalities with D_m features each, d = embedding_size, S = M + 1 streams (the M modalities,
+then the shared DCT stream); user and item vectors are (U, S*d) and (I, S*d).
+
+Forward, top to bottom:
+  1. item streams: one encoder per modality on x_m, one shared encoder on concat_m DCT(x_m) (2)
+  2. user streams: one free (U, d) preference matrix per stream (users keep ID embeddings)   (2)
+  3. each stream's [users; items] rows L2-normalised, streams concatenated, propagated on the
+     normalised user-item graph, layers SUMMED                                                (3)
+  4. users: progressive weight copying (PWC) attention over their S blocks                    (4)
+  5. items: h = r + A_mm^L r on the frozen kNN item-item graph                                (5)
+Training: BPR + reg_weight * (mean(users^2) + mean(items^2)) (6). `start_epoch` applies the PWC
+schedule. Not here: graph building (graph.py), training (train.py), new-item vectors (encode.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FeatureEncoder(nn.Module):
+    """x (I, D) -> (I, d): Linear(D, 4d) -> LeakyReLU -> Linear(4d, d, bias=False)."""
+
+    def __init__(self, in_dim: int, d: int) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(in_dim, 4 * d)
+        self.out = nn.Linear(4 * d, d, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x may be stored in bfloat16 (TrainConfig.feature_dtype): the wide matmul runs in x's
+        # dtype, everything after it in float32.
+        weight, bias = self.hidden.weight.to(x.dtype), self.hidden.bias.to(x.dtype)
+        hidden = F.linear(x, weight, bias).float()  # (I, 4d)
+        return self.out(F.leaky_relu(hidden))  # (I, d)
+
+
+class StreamScorer(nn.Module):
+    """A user's block of one stream -> its PWC score: Linear(d, d/4) -> LeakyReLU -> Linear(d/4, 1)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d, d // 4), nn.LeakyReLU(), nn.Linear(d // 4, 1))
+
+    def forward(self, block: torch.Tensor) -> torch.Tensor:
+        return self.net(block)  # (U, d) -> (U, 1)
+
+
+def dct_features(features: list[np.ndarray], chunk: int = 16384) -> np.ndarray:
+    """concat_m DCT-II(x_m) along the feature axis (orthonormal), (I, sum D_m) float32."""
+    n_items = features[0].shape[0]
+    shared = np.empty((n_items, sum(x.shape[1] for x in features)), dtype=np.float32)
+    column = 0
+    for x in features:
+        for start in range(0, n_items, chunk):  # in row chunks: scipy's temporaries stay small
+            shared[start:start + chunk, column:column + x.shape[1]] = scipy.fft.dct(
+                x[start:start + chunk], type=2, norm="ortho", axis=1)
+        column += x.shape[1]
+    return shared
+
+
+def propagate_sum(adjacency: torch.Tensor, rows: torch.Tensor, n_layers: int) -> torch.Tensor:
+    """E_0 + A E_0 + ... + A^L E_0 (LightGCN propagation with the layers summed)."""
+    total, layer = rows, rows
+    for _ in range(n_layers):
+        layer = adjacency @ layer
+        total = total + layer
+    return total
+
+
+def pwc_attention(f_att: torch.Tensor, theta: torch.Tensor, w1: torch.Tensor,
+                  w2: torch.Tensor) -> torch.Tensor:
+    """a = softmax(w1 * f_att + w2 * theta) over the streams, (U, S)."""
+    return torch.softmax(w1 * f_att + w2 * theta, dim=1)
+
+
+def bpr_loss(user_rows: torch.Tensor, positive_rows: torch.Tensor,
+             negative_rows: torch.Tensor) -> torch.Tensor:
+    """mean(-log sigmoid(s(u, i+) - s(u, i-))) over the batch; rows are (B, D)."""
+    margin = (user_rows * positive_rows).sum(1) - (user_rows * negative_rows).sum(1)  # (B,)
+    return -F.logsigmoid(margin).mean()
+
+
+def lirdrec_loss(user_vectors: torch.Tensor, item_vectors: torch.Tensor, users: torch.Tensor,
+                 positives: torch.Tensor, negatives: torch.Tensor,
+                 reg_weight: float) -> torch.Tensor:
+    """BPR on the batch plus reg_weight * (mean(U_all^2) + mean(I_all^2)) over ALL vectors."""
+    ranking = bpr_loss(user_vectors[users], item_vectors[positives], item_vectors[negatives])
+    return ranking + reg_weight * (user_vectors.square().mean() + item_vectors.square().mean())
+
+
+class LIRDRec(nn.Module):
+    """The model: frozen features and graphs in, (U, S*d) user and (I, S*d) item vectors out."""
+
+    def __init__(self, n_users: int, features: list[torch.Tensor], shared_features: torch.Tensor,
+                 ui_adjacency: torch.Tensor, mm_adjacency: torch.Tensor, *, embedding_size: int,
+                 n_ui_layers: int, n_mm_layers: int, decay_weight: float, decay_base: float,
+                 reg_weight: float) -> None:
+        super().__init__()
+        d = embedding_size
+        self.n_users, self.n_items = n_users, shared_features.shape[0]
+        self.n_streams = len(features) + 1
+        self.d, self.n_ui_layers, self.n_mm_layers = d, n_ui_layers, n_mm_layers
+        self.decay_base, self.reg_weight = decay_base, reg_weight
+        # Frozen inputs: non-persistent buffers move with .to(device) but stay out of checkpoints.
+        for m, x in enumerate(features):
+            self.register_buffer(f"features_{m}", x, persistent=False)  # (I, D_m)
+        self.register_buffer("shared_features", shared_features, persistent=False)  # (I, sum D)
+        self.register_buffer("ui_adjacency", ui_adjacency, persistent=False)  # (U+I, U+I)
+        self.register_buffer("mm_adjacency", mm_adjacency, persistent=False)  # (I, I)
+
+        self.encoders = nn.ModuleList(FeatureEncoder(x.shape[1], d) for x in features)
+        self.shared_encoder = FeatureEncoder(shared_features.shape[1], d)
+        self.user_preference = nn.ParameterList(
+            nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, d)))
+            for _ in range(self.n_streams))
+        self.scorers = nn.ModuleList(StreamScorer(d) for _ in range(self.n_streams))
+        self.theta = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, self.n_streams)))
+        # PWC state, in checkpoints: the weights of scorer vs theta, and the last attention.
+        self.register_buffer("w1", torch.tensor(decay_weight, dtype=torch.float64))
+        self.register_buffer("w2", torch.tensor(1.0 - decay_weight, dtype=torch.float64))
+        self.register_buffer("last_attention", torch.zeros(n_users, self.n_streams))
+
+    def item_streams(self) -> list[torch.Tensor]:
+        """Each stream's item rows from the features: S tensors of (I, d)."""
+        features = [getattr(self, f"features_{m}") for m in range(self.n_streams - 1)]
+        rows = [encoder(x) for encoder, x in zip(self.encoders, features, strict=True)]
+        return rows + [self.shared_encoder(self.shared_features)]
+
+    def propagated_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 3: normalised streams propagated on the user-item graph, (U, S*d) and (I, S*d)."""
+        item_rows = torch.cat([F.normalize(r, dim=1) for r in self.item_streams()], dim=1)
+        user_rows = torch.cat([F.normalize(p, dim=1) for p in self.user_preference], dim=1)
+        rows = torch.cat([user_rows, item_rows])  # (U+I, S*d)
+        rows = propagate_sum(self.ui_adjacency, rows, self.n_ui_layers)  # (U+I, S*d)
+        return rows[: self.n_users], rows[self.n_users:]
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        user_rows, item_rows = self.propagated_rows()  # (U, S*d), (I, S*d)
+        blocks = user_rows.view(self.n_users, self.n_streams, self.d)  # (U, S, d)
+        f_att = torch.cat([scorer(blocks[:, k]) for k, scorer in enumerate(self.scorers)],
+                          dim=1)  # (U, S)
+        attention = pwc_attention(f_att, self.theta, self.w1, self.w2)  # (U, S)
+        if self.training:  # PWC copies the last TRAINING attention into theta (start_epoch)
+            self.last_attention.copy_(attention.detach())
+        users = (attention.unsqueeze(-1) * blocks).reshape(self.n_users, -1)  # (U, S*d)
+        items = item_rows + self.item_graph(item_rows)  # (I, S*d)
+        return users, items
+
+    def item_graph(self, item_rows: torch.Tensor) -> torch.Tensor:
+        """A_mm^L r, (I, S*d)."""
+        for _ in range(self.n_mm_layers):
+            item_rows = self.mm_adjacency @ item_rows
+        return item_rows
+
+    @torch.no_grad()
+    def start_epoch(self, epoch: int) -> None:
+        """PWC schedule at the start of epoch e = 1, 2, ...: w1 <- w1 * base**e, renormalise
+        w1 + w2 = 1, and (from epoch 2 on) copy the last training attention into theta."""
+        w1 = self.w1 * self.decay_base**epoch
+        total = w1 + self.w2
+        self.w1.copy_(w1 / total)
+        self.w2.copy_(self.w2 / total)
+        if epoch > 1:
+            self.theta.copy_(self.last_attention)
+
+    def batch_loss(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
+                   users: torch.Tensor, positives: torch.Tensor,
+                   negatives: torch.Tensor) -> torch.Tensor:
+        return lirdrec_loss(user_vectors, item_vectors, users, positives, negatives,
+                            self.reg_weight)

@@ -1,0 +1,112 @@
+"""Full-ranking Recall/NDCG/Precision/MAP@K (MMRec protocol), scored in user chunks.
+
+Protocol (SPEC-lirdrec.md section 7): every evaluated user is scored against all items (or, for
+the cold-start protocol, against the given candidate items only); the user's TRAINING items are
+masked; users with no held-out item are skipped; each metric is averaged over users.
+Per user with n held-out items and binary hits h_1..h_K of the top K:
+  Recall@K    = sum(h) / n
+  Precision@K = sum(h) / K
+  NDCG@K      = sum_r h_r / log2(r + 1)  /  sum_{r <= min(n, K)} 1 / log2(r + 1)
+  MAP@K       = sum_r h_r * Precision@r  /  min(n, K)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+METRICS = ("recall", "ndcg", "precision", "map")
+SCORE_BLOCK = 2**25  # floats per (users x items) score block when the chunk size is automatic
+
+
+def metrics_from_hits(hits: np.ndarray, n_held_out: np.ndarray, ks: tuple[int, ...]) -> dict:
+    """Per-metric SUMS over users from (U, K_max) top-K hit flags and (U,) held-out counts."""
+    hits = hits.astype(np.float64)
+    n_held_out = n_held_out.astype(np.float64)
+    ranks = np.arange(1, hits.shape[1] + 1, dtype=np.float64)  # (K_max,)
+    cum_hits = np.cumsum(hits, axis=1)  # (U, K_max)
+    dcg = np.cumsum(hits / np.log2(ranks + 1.0), axis=1)  # (U, K_max)
+    ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(ranks + 1.0))])  # (K_max+1,)
+    precision_sum = np.cumsum(hits * cum_hits / ranks, axis=1)  # (U, K_max)
+    sums = {}
+    for k in ks:
+        column = min(k, hits.shape[1]) - 1  # fewer candidates than K: the list is just shorter
+        relevant_in_k = np.minimum(n_held_out, k)
+        sums[f"recall@{k}"] = float((cum_hits[:, column] / n_held_out).sum())
+        sums[f"ndcg@{k}"] = float((dcg[:, column] / ideal[relevant_in_k.astype(np.int64)]).sum())
+        sums[f"precision@{k}"] = float((cum_hits[:, column] / k).sum())
+        sums[f"map@{k}"] = float((precision_sum[:, column] / relevant_in_k).sum())
+    return sums
+
+
+def evaluate(
+    user_vectors: torch.Tensor,
+    item_vectors: torch.Tensor,
+    held_out: np.ndarray,
+    train: np.ndarray,
+    ks: tuple[int, ...],
+    *,
+    user_chunk: int = 0,
+    candidate_items: np.ndarray | None = None,
+) -> tuple[dict[str, float], int]:
+    """Mean metrics over users with held-out pairs, and how many users that is.
+
+    user_vectors (U, D) and item_vectors (I, D) live on the scoring device; `held_out` and `train`
+    are (N, 2) [user_index, item_index]; `candidate_items` restricts the ranking to those items
+    (held-out pairs on other items are dropped first).
+    """
+    n_items = item_vectors.shape[0]
+    device = item_vectors.device
+    if candidate_items is not None:
+        is_candidate = np.zeros(n_items, dtype=bool)
+        is_candidate[candidate_items] = True
+        held_out = held_out[is_candidate[held_out[:, 1]]]
+        train = train[is_candidate[train[:, 1]]]
+        column_of_item = np.full(n_items, -1, dtype=np.int64)
+        column_of_item[candidate_items] = np.arange(len(candidate_items))
+        candidate_vectors = item_vectors[torch.as_tensor(candidate_items, device=device)]
+    else:
+        column_of_item = np.arange(n_items, dtype=np.int64)
+        candidate_vectors = item_vectors
+    n_columns = candidate_vectors.shape[0]
+    if len(held_out) == 0 or n_columns == 0:
+        return {}, 0
+
+    users, n_held_out = np.unique(held_out[:, 0], return_counts=True)  # (U_eval,)
+    held_keys = torch.as_tensor(np.sort(held_out[:, 0] * n_items + held_out[:, 1]), device=device)
+    train = train[np.argsort(train[:, 0], kind="stable")]
+    train_start = np.searchsorted(train[:, 0], users, side="left")
+    train_end = np.searchsorted(train[:, 0], users, side="right")
+    k_max = min(max(ks), n_columns)
+    chunk = user_chunk or max(1, SCORE_BLOCK // n_columns)
+    candidates = torch.as_tensor(candidate_items if candidate_items is not None
+                                 else np.arange(n_items), device=device)
+
+    sums: dict[str, float] = {}
+    for start in range(0, len(users), chunk):
+        chunk_users = users[start:start + chunk]  # (C,)
+        user_index = torch.as_tensor(chunk_users, device=device)
+        scores = user_vectors[user_index] @ candidate_vectors.T  # (C, n_columns)
+        rows, cols = _train_mask(train, train_start[start:start + chunk],
+                                 train_end[start:start + chunk], column_of_item)
+        scores[torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)] \
+            = -torch.inf
+        top_columns = torch.topk(scores, k_max, dim=1).indices  # (C, k_max)
+        top_keys = user_index[:, None] * n_items + candidates[top_columns]  # (C, k_max)
+        found = torch.searchsorted(held_keys, top_keys).clamp_(max=len(held_keys) - 1)
+        hits = (held_keys[found] == top_keys).cpu().numpy()  # (C, k_max) bool
+        for name, value in metrics_from_hits(hits, n_held_out[start:start + chunk], ks).items():
+            sums[name] = sums.get(name, 0.0) + value
+    return {name: value / len(users) for name, value in sums.items()}, len(users)
+
+
+def _train_mask(train: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                column_of_item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row in chunk, score column) of every training pair of the chunk's users."""
+    counts = ends - starts
+    rows = np.repeat(np.arange(len(starts)), counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    items = train[np.repeat(starts, counts) + offsets, 1]
+    cols = column_of_item[items]
+    keep = cols >= 0
+    return rows[keep], cols[keep]

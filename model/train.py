@@ -1,0 +1,238 @@
+"""One training function: BPR epochs, valid Recall@20 early stopping, exact resume, test at the best epoch.
+
+Evaluation protocol (MMRec, SPEC-lirdrec.md section 7; metrics.py has the formulas): full ranking
+over all items with the user's training items masked, every epoch on valid; test is scored ONCE,
+after training, with the vectors saved at the best-valid epoch. Test is reported three ways:
+- `test`: all test pairs, ranked over all items;
+- `test_warm`: test pairs on warm items (items with a train or valid interaction), ranked over
+  all items;
+- `test_cold`: the usual cold-start protocol: test pairs on cold items (`RecData.cold_items`,
+  items whose interactions are all in test), ranked over the cold items only, users with at least
+  one cold test item. Empty ({}) when the split holds no cold item.
+
+Run folder: checkpoint.pt (everything needed to resume exactly: model and optimiser state, epoch,
+best epoch and patience counter, PWC w1/w2/theta/last attention, NumPy and torch RNG states,
+config, data fingerprint), history.jsonl (one line per epoch), user_vectors.npy and
+item_vectors.npy (at the best-valid epoch), metrics.json (written last).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.build import build_model, resolve_device
+from model.checkpoint import (
+    append_history,
+    config_dict,
+    load_checkpoint,
+    load_vectors,
+    read_history,
+    save_checkpoint,
+    save_vectors,
+    write_history,
+    write_json,
+)
+from model.config import SELECTION_METRIC, TrainConfig
+from model.data import RecData
+from model.metrics import evaluate
+from model.sampling import NegativeSampler
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a finished run reports; `metrics` is the content of run_dir/metrics.json."""
+
+    run_dir: Path
+    best_epoch: int
+    epochs_run: int
+    metrics: dict[str, Any]
+
+
+def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = True,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train `config.model` on `data`, writing the run folder; resumes from its checkpoint."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path, history_path = run_dir / "checkpoint.pt", run_dir / "history.jsonl"
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = resolve_device(config.device)
+    fingerprint = data.fingerprint()
+    _log_data_notes(data, log)
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    started = time.perf_counter()
+    model = build_model(config, data, device, log)
+    build_seconds = time.perf_counter() - started
+    log(f"{config.model}: {data.n_users} users, {data.n_items} items, {len(data.train)} train "
+        f"pairs, {sum(p.numel() for p in model.parameters())} parameters, device {device}, "
+        f"built in {build_seconds:.1f}s")
+    trainable = any(p.requires_grad for p in model.parameters())
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate) if trainable else None
+    sampler = NegativeSampler(data.train, data.n_items) if trainable else None
+    train_pairs = torch.as_tensor(data.train, device=device)  # (N, 2)
+
+    epoch, best_epoch, best_score, bad_epochs, stopped = 0, 0, -1.0, 0, False
+    history: list[dict[str, Any]] = []
+    if resume and checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path, config, fingerprint)
+        model.load_state_dict(state["model"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        epoch, best_epoch, best_score = state["epoch"], state["best_epoch"], state["best_score"]
+        bad_epochs, stopped = state["bad_epochs"], state["stopped"]
+        history = read_history(history_path, epoch)
+        log(f"resumed {checkpoint_path} at epoch {epoch} (best {best_epoch}, "
+            f"{bad_epochs} epochs without improvement)")
+    write_history(history_path, history)
+
+    if not trainable and epoch == 0:  # nothing to learn: one evaluation as "epoch 0"
+        model.eval()
+        line = _evaluate_epoch(config, data, model, device, 0, None, 0.0, history_path)
+        save_vectors(run_dir, *line.pop("_vectors"))
+        history.append(line)
+        best_epoch, best_score, stopped = 0, line["valid"][SELECTION_METRIC], True
+
+    while not stopped and epoch < config.epochs:
+        epoch += 1
+        model.train()
+        model.start_epoch(epoch)
+        tick = _clock(device)
+        order = torch.as_tensor(rng.permutation(len(data.train)), device=device)
+        loss_sum = 0.0
+        for start in range(0, len(order), config.batch_size):
+            batch = train_pairs[order[start:start + config.batch_size]]  # (B, 2)
+            users, positives = batch[:, 0], batch[:, 1]
+            negatives = torch.as_tensor(sampler.sample(users.cpu().numpy(), rng), device=device)
+            user_vectors, item_vectors = model()  # (U, D), (I, D)
+            loss = model.batch_loss(user_vectors, item_vectors, users, positives, negatives)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(batch)
+        mean_loss = loss_sum / len(order)
+        if not np.isfinite(mean_loss):
+            raise FloatingPointError(f"epoch {epoch}: training loss is {mean_loss}; "
+                                     f"lower train.learning_rate or check the features")
+        train_seconds = _clock(device) - tick
+
+        line = _evaluate_epoch(config, data, model, device, epoch, mean_loss, train_seconds,
+                               history_path)
+        history.append(line)
+        score = line["valid"][SELECTION_METRIC]
+        improved = score > best_score  # strict, as MMRec's early stopping
+        if improved:
+            best_epoch, best_score, bad_epochs = epoch, score, 0
+            save_vectors(run_dir, *line.pop("_vectors"))
+        else:
+            bad_epochs += 1
+            line.pop("_vectors")
+        stopped = bad_epochs > config.patience
+        log(f"epoch {epoch:4d}  loss {mean_loss:.5f}  valid R@20 {score:.4f} "
+            f"N@20 {line['valid']['ndcg@20']:.4f}  train {train_seconds:.1f}s "
+            f"eval {line['eval_seconds']:.1f}s{'  *' if improved else ''}")
+        save_checkpoint(checkpoint_path, {
+            "config": config_dict(config), "data_fingerprint": fingerprint, "epoch": epoch,
+            "best_epoch": best_epoch, "best_score": best_score, "bad_epochs": bad_epochs,
+            "stopped": stopped, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state()})
+    if stopped and trainable:
+        log(f"early stop: valid {SELECTION_METRIC} did not improve for {bad_epochs} epochs")
+
+    metrics = _final_metrics(config, data, run_dir, device, history, best_epoch, build_seconds,
+                             fingerprint)
+    write_json(run_dir / "metrics.json", metrics)
+    log(f"best epoch {best_epoch}: test R@20 {metrics['test'].get('recall@20', float('nan')):.4f} "
+        f"N@20 {metrics['test'].get('ndcg@20', float('nan')):.4f}  (cold R@20 "
+        f"{metrics['test_cold'].get('recall@20', float('nan')):.4f})")
+    return TrainResult(run_dir=run_dir, best_epoch=best_epoch, epochs_run=len(history),
+                       metrics=metrics)
+
+
+def _evaluate_epoch(config: TrainConfig, data: RecData, model: torch.nn.Module,
+                    device: torch.device, epoch: int, loss: float | None, train_seconds: float,
+                    history_path: Path) -> dict:
+    """Valid metrics (and test ones when asked) for the current weights, as one history line."""
+    model.eval()
+    tick = _clock(device)
+    with torch.no_grad():
+        user_vectors, item_vectors = model()
+    valid, _ = evaluate(user_vectors, item_vectors, data.valid, data.train, config.topk,
+                        user_chunk=config.eval_user_chunk)
+    line: dict[str, Any] = {"epoch": epoch, "loss": loss, "valid": valid}
+    if config.eval_test_every_epoch:
+        line["test"], _ = evaluate(user_vectors, item_vectors, data.test, data.train,
+                                   config.topk, user_chunk=config.eval_user_chunk)
+    line["train_seconds"] = round(train_seconds, 4)
+    line["eval_seconds"] = round(_clock(device) - tick, 4)
+    append_history(history_path, line)
+    line["_vectors"] = (user_vectors, item_vectors)
+    return line
+
+
+def _final_metrics(config: TrainConfig, data: RecData, run_dir: Path, device: torch.device,
+                   history: list[dict], best_epoch: int, build_seconds: float,
+                   fingerprint: str) -> dict[str, Any]:
+    """metrics.json: valid at the best epoch, test (all / warm / cold) from the saved vectors."""
+    user_vectors, item_vectors = load_vectors(run_dir, device)
+    cold = data.cold_items
+    is_cold = np.zeros(data.n_items, dtype=bool)
+    is_cold[cold] = True
+    ks, chunk = config.topk, config.eval_user_chunk
+    test, n_test = evaluate(user_vectors, item_vectors, data.test, data.train, ks,
+                            user_chunk=chunk)
+    warm, n_warm = evaluate(user_vectors, item_vectors, data.test[~is_cold[data.test[:, 1]]],
+                            data.train, ks, user_chunk=chunk)
+    cold_metrics, n_cold = evaluate(user_vectors, item_vectors, data.test, data.train, ks,
+                                    user_chunk=chunk, candidate_items=cold) if len(cold) \
+        else ({}, 0)
+    best = next(line for line in history if line["epoch"] == best_epoch)
+    trained = [line for line in history if line["loss"] is not None]
+    return {
+        "model": config.model, "best_epoch": best_epoch, "epochs_run": len(trained),
+        "valid": best["valid"], "test": test, "test_warm": warm, "test_cold": cold_metrics,
+        "n_users": {"valid": _count_users(data.valid), "test": n_test, "test_warm": n_warm,
+                    "test_cold": n_cold},
+        "n_cold_items": int(len(cold)),
+        "seconds": {
+            "build": round(build_seconds, 3),
+            "train_per_epoch_median": _median([line["train_seconds"] for line in trained]),
+            "eval_per_epoch_median": _median([line["eval_seconds"] for line in history]),
+        },
+        "data_fingerprint": fingerprint, "config": config_dict(config),
+    }
+
+
+def _log_data_notes(data: RecData, log: Callable[[str], None]) -> None:
+    for name, count in data.zero_norm_rows.items():
+        if count:
+            log(f"note: modality {name!r} has {count} all-zero item rows (cosine 0 to every item)")
+    if data.users_without_train:
+        log(f"note: {data.users_without_train} users have no training interaction "
+            f"(no edges; evaluated from their initial vectors)")
+
+
+def _count_users(pairs: np.ndarray) -> int:
+    return int(len(np.unique(pairs[:, 0])))
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 4) if values else None
+
+
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
