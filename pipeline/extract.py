@@ -6,7 +6,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,10 +76,45 @@ class StageSummary:
         return self.format()
 
 
-def _progress(total: int, description: str, enabled: bool):
+@contextmanager
+def _progress(
+    total: int,
+    description: str,
+    enabled: bool,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar (when enabled) whose updates also reach `on_progress(done, total)` (the UI's)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=description, unit="item", disable=not enabled or total == 0)
+    done = 0
+    with tqdm(total=total, desc=description, unit="item", disable=not enabled or total == 0) as bar:
+
+        def update(count: int) -> None:
+            nonlocal done
+            done += count
+            bar.update(count)
+            if on_progress is not None:
+                on_progress(done, total)
+
+        yield update
+
+
+def shard_items(items: pa.Table, shard: tuple[int, int]) -> pa.Table:
+    """The items of shard `index` of `count` (a stable hash of item_id), so shards never overlap."""
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index} of {count}: expected 0 <= index < count")
+    if count == 1:
+        return items
+    keep = [
+        zlib.crc32(item_id.encode()) % count == index
+        for item_id in items.column("item_id").to_pylist()
+    ]
+    return items.filter(pa.array(keep, pa.bool_()))
+
+
+def _lock_name(shard: tuple[int, int]) -> str:
+    return ".lock" if shard[1] == 1 else f".lock-{shard[0]}-of-{shard[1]}"
 
 
 def _chunks(count: int, rows: int) -> Iterator[slice]:
@@ -121,10 +158,22 @@ def image_roots(config: Config) -> list[Path]:
     return roots
 
 
-def caption(config: Config, force: bool = False, progress: bool = True) -> StageSummary:
+def caption(
+    config: Config,
+    force: bool = False,
+    progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> StageSummary:
     """The caption stage for a run config (see caption_store)."""
     return caption_store(
-        config.caption, Path(config.store), image_roots(config), force=force, progress=progress
+        config.caption,
+        Path(config.store),
+        image_roots(config),
+        force=force,
+        progress=progress,
+        shard=shard,
+        on_progress=on_progress,
     )
 
 
@@ -135,6 +184,8 @@ def caption_store(
     force: bool = False,
     progress: bool = True,
     part_rows: int = CAPTION_PART_ROWS,
+    shard: tuple[int, int] = (0, 1),
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> StageSummary:
     """Caption every catalog item whose (image_sha256, captioner key) is not stored yet; `force` redoes all.
 
@@ -145,6 +196,7 @@ def caption_store(
 
     layout = StoreLayout(Path(store_root))
     items = read_table(layout.items, ITEMS, columns=["item_id", "image_path", "image_sha256"])
+    items = shard_items(items, shard)
     started = time.perf_counter()
     built = build_captioner(caption_config)
     captioner = built.captioner
@@ -163,7 +215,7 @@ def caption_store(
         "settings": _caption_settings(caption_config, captioner.key),
     }
     started = time.perf_counter()
-    with store.lock():
+    with store.lock(_lock_name(shard)):
         done, failed_before = ({}, set()) if force else _stored_state(store, "image_sha256")
         todo = []
         for item_id, image_path, image_sha256 in zip(
@@ -179,7 +231,7 @@ def caption_store(
         summary.retried = sum(item_id in failed_before for item_id, _, _ in todo)
         rows: list[dict[str, Any]] = []
         last_write = time.monotonic()
-        with _progress(len(todo), f"caption [{captioner.key}]", progress) as bar:
+        with _progress(len(todo), f"caption [{captioner.key}]", progress, on_progress) as advance:
             for batch in _chunks(len(todo), caption_config.batch_size):
                 entries = todo[batch]
                 loaded = [
@@ -206,7 +258,7 @@ def caption_store(
                         }
                     )
                     _count(summary, item_id, error)
-                bar.update(len(entries))
+                advance(len(entries))
                 if len(rows) >= part_rows or time.monotonic() - last_write > PART_SECONDS:
                     store.append(pa.Table.from_pylist(rows, CAPTIONS), provenance)
                     rows, last_write = [], time.monotonic()
@@ -249,10 +301,22 @@ def _count(summary: StageSummary, item_id: str, error: str | None) -> None:
 # --- embed ------------------------------------------------------------------------------------
 
 
-def embed(config: Config, force: bool = False, progress: bool = True) -> StageSummary:
+def embed(
+    config: Config,
+    force: bool = False,
+    progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> StageSummary:
     """The embed stage for a run config (see embed_store)."""
     return embed_store(
-        config.embed, config.modalities, Path(config.store), force=force, progress=progress
+        config.embed,
+        config.modalities,
+        Path(config.store),
+        force=force,
+        progress=progress,
+        shard=shard,
+        on_progress=on_progress,
     )
 
 
@@ -281,13 +345,19 @@ def embed_store(
     force: bool = False,
     progress: bool = True,
     part_rows: int = EMBED_PART_ROWS,
+    shard: tuple[int, int] = (0, 1),
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> StageSummary:
     """Embed each modality's text for items whose (input sha256, embedder key) is not stored yet."""
     from extractors.factory import build_embedder
 
     layout = StoreLayout(Path(store_root))
-    modalities = dict(modalities or default_modalities())
-    items = read_table(layout.items, ITEMS, columns=["item_id", "text"])
+    modalities = {
+        name: modality
+        for name, modality in dict(modalities or default_modalities()).items()
+        if modality.source != "imported"  # vectors that came with the dataset: nothing to embed
+    }
+    items = shard_items(read_table(layout.items, ITEMS, columns=["item_id", "text"]), shard)
     embedders: dict[EmbedConfig, Any] = {}
     summary = StageSummary("embed", "", "", items=items.num_rows)
     for modality, modality_config in modalities.items():
@@ -309,6 +379,8 @@ def embed_store(
             progress,
             part_rows,
             summary,
+            shard,
+            on_progress,
         )
         summary.stage_seconds += time.perf_counter() - started
         summary.per_modality[modality] = counts
@@ -331,6 +403,8 @@ def _embed_modality(
     progress: bool,
     part_rows: int,
     summary: StageSummary,
+    shard: tuple[int, int] = (0, 1),
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     schema = embeddings(embedder.dim)
     store = PartStore(layout.embeddings(modality, embedder.key), schema)
@@ -357,7 +431,7 @@ def _embed_modality(
         "truncated": 0,
     }
     before = (summary.computed, summary.failed)
-    with store.lock():
+    with store.lock(_lock_name(shard)):
         done, failed_before = ({}, set()) if force else _stored_state(store, "input_sha256")
         todo, rows = [], []
         for item_id, text in zip(items.column("item_id").to_pylist(), texts, strict=True):
@@ -373,7 +447,9 @@ def _embed_modality(
             else:
                 todo.append((item_id, digest, text))
         summary.retried += sum(item_id in failed_before for item_id, _, _ in todo)
-        with _progress(len(todo), f"embed {modality} [{embedder.key}]", progress) as bar:
+        with _progress(
+            len(todo), f"embed {modality} [{embedder.key}]", progress, on_progress
+        ) as advance:
             for chunk in _chunks(len(todo), part_rows):
                 entries = todo[chunk]
                 for (item_id, digest, _), (vector, truncated, error) in zip(
@@ -384,7 +460,7 @@ def _embed_modality(
                     counts["truncated"] += bool(truncated)
                 store.append(_embed_table(rows, schema), provenance)
                 rows = []
-                bar.update(len(entries))
+                advance(len(entries))
         store.append(_embed_table(rows, schema), provenance)
     store.compact()
     set_current(layout.embeddings(modality, embedder.key).parent, embedder.key)

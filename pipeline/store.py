@@ -211,10 +211,13 @@ class PartStore:
             return path
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """An exclusive advisory lock on this folder (held by writers that must not interleave)."""
+    def lock(self, name: str = ".lock") -> Iterator[None]:
+        """An exclusive advisory lock on this folder (held by writers that must not interleave).
+
+        Writers of disjoint item shards take differently named locks, so they run side by side.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as handle:
+        with open(self.root / name, "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
