@@ -444,6 +444,7 @@ def _embed_modality(
             elif not text.strip():
                 rows.append(_embed_row(item_id, digest, None, None, f"empty {source}"))
                 _count(summary, item_id, f"empty {source}")
+                summary.retried += item_id in failed_before
             else:
                 todo.append((item_id, digest, text))
         summary.retried += sum(item_id in failed_before for item_id, _, _ in todo)
