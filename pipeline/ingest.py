@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from pipeline.datasets import DatasetError, Drop, ImportedFeature, SourceData, load_source
 from pipeline.datasets.common import make_drop
-from pipeline.datasets.mmrec import check_feature_rows, read_feature_rows
+from pipeline.datasets.mmrec import read_feature_rows
 from pipeline.schemas import INTERACTIONS, ITEMS, SPLIT_TEST, embeddings
 from pipeline.splits import (
     MIN_SPLIT_INTERACTIONS,
@@ -101,11 +101,10 @@ def ingest(config: Config, progress: bool = False) -> IngestSummary:
         source = load_source(config.dataset, layout.image_cache, progress=progress)
         step("split")
         items = _items_in_catalog_order(source.items)
-        interactions, cold_codes = _split_interactions(
-            source, items.column("item_id"), config.split
-        )
+        split = _split_interactions(source, items.column("item_id").combine_chunks(), config.split)
+        interactions = split.interactions
         is_cold = np.zeros(items.num_rows, dtype=bool)
-        is_cold[cold_codes] = True
+        is_cold[split.cold_codes] = True
         items = items.append_column(
             pa.field("cold_holdout", pa.bool_(), nullable=False), pa.array(is_cold)
         )
@@ -123,7 +122,7 @@ def ingest(config: Config, progress: bool = False) -> IngestSummary:
         step("import features")
         features = [_import_feature(feature, layout) for feature in source.features]
         step("summary")
-        summary = _summary(config, source, items, interactions, len(cold_codes), layout, features)
+        summary = _summary(config, source, items, split, layout, features)
         summary.seconds = time.perf_counter() - started
         _write_json(layout.ingest_summary, summary.to_dict())
     return summary
@@ -134,40 +133,40 @@ def _items_in_catalog_order(items: pa.Table) -> pa.Table:
     return items.take(pc.index_in(ordered, value_set=items.column("item_id")))
 
 
-def _split_interactions(
-    source: SourceData, item_ids: pa.ChunkedArray, split: SplitConfig
-) -> tuple[pa.Table, np.ndarray]:
-    """The catalog's interactions (sorted by user, then item) with their split, and the cold item codes."""
+@dataclass
+class _Split:
+    """The catalog's interactions with their split, and what the summary counts from the codes."""
+
+    interactions: pa.Table  # sorted by user, then item, in catalog order
+    cold_codes: np.ndarray  # item codes held out entirely
+    n_users: int
+    n_items_interacted: int
+
+
+def _split_interactions(source: SourceData, item_ids: pa.Array, split: SplitConfig) -> _Split:
+    """Unknown items and repeated pairs out, cold items chosen, short users out, then the split."""
     table = source.interactions
     where = source.files.get("interactions")
     if split.method == "given" and not source.has_split:
         raise DatasetError(
             f"{where}: split.method = 'given' but this source carries no split; use 'random' or 'temporal'"
         )
-    item_ids = item_ids.combine_chunks()
     item_code = codes_in(table.column("item_id"), item_ids)
-    users = catalog_order(table.column("user_id").combine_chunks())
-    user_code = codes_in(table.column("user_id"), users)
-
-    # One row per (user, item): the earliest when timestamps are known, else the first in the file.
-    pair = user_code * max(len(item_ids), 1) + item_code
-    timestamp = table.column("timestamp").to_numpy(zero_copy_only=False)
-    has_time = table.column("timestamp").null_count == 0 and table.num_rows > 0
-    order = np.lexsort((timestamp, pair)) if has_time else np.argsort(pair, kind="stable")
-    first = np.r_[True, pair[order][1:] != pair[order][:-1]] if order.size else np.zeros(0, bool)
-    repeated = order[~first]
+    unknown = np.flatnonzero(item_code < 0)
     source.add_drop(
         make_drop(
             "interactions",
-            "repeated (user, item) pair (the earliest is kept)",
-            table.column("user_id").take(pa.array(repeated)),
+            "item id not in the item catalog",
+            table.column("item_id").take(pa.array(unknown)),
             where,
         )
     )
-    keep = order[first]  # sorted by (user, item) code
+    users, user_code = _user_codes(table.column("user_id"))
+    timestamp = table.column("timestamp").to_numpy(zero_copy_only=False)
+    keep = _first_per_pair(user_code, item_code, timestamp, source, table, where)
     user_code, item_code = user_code[keep], item_code[keep]
 
-    interacted = np.unique(item_code)
+    interacted = np.flatnonzero(np.bincount(item_code, minlength=len(item_ids)))
     cold_codes = cold_item_holdout(interacted, split.cold_item_share, split.cold_item_seed)
     cold_mask = np.zeros(len(item_ids), dtype=bool)
     cold_mask[cold_codes] = True
@@ -177,23 +176,19 @@ def _split_interactions(
     kept = _users_with_enough(total, total, split.min_user_interactions, "", users, where, source)
     if split.method != "given":
         warm_count = np.bincount(user_code[~is_cold], minlength=len(users))
-        reason = " outside the cold items (the 8:1:1 split's minimum)"
         kept &= _users_with_enough(
             np.where(kept, warm_count, MIN_SPLIT_INTERACTIONS),
             total,
             MIN_SPLIT_INTERACTIONS,
-            reason,
+            " outside the cold items (the 8:1:1 split's minimum)",
             users,
             where,
             source,
         )
     row_kept = kept[user_code]
-    keep, user_code, item_code, is_cold = (
-        keep[row_kept],
-        user_code[row_kept],
-        item_code[row_kept],
-        is_cold[row_kept],
-    )
+    if not row_kept.all():
+        keep, user_code, item_code = keep[row_kept], user_code[row_kept], item_code[row_kept]
+        is_cold = is_cold[row_kept]
     if keep.size == 0:
         raise DatasetError(
             f"{where}: no interactions left after the drops: "
@@ -207,16 +202,64 @@ def _split_interactions(
     elif split.method == "random":
         labels[warm] = random_split(user_code[warm], item_code[warm], split.seed)
     else:
-        missing = int(np.isnan(timestamp[keep][warm]).sum()) if timestamp.dtype.kind == "f" else 0
+        warm_time = timestamp[keep][warm]
+        missing = int(np.isnan(warm_time).sum()) if warm_time.dtype.kind == "f" else 0
         if missing:
             raise DatasetError(
                 f"{where}: split.method = 'temporal' needs timestamps; {missing:,} interaction(s) have none"
             )
-        labels[warm] = temporal_split(user_code[warm], timestamp[keep][warm], item_code[warm])
+        labels[warm] = temporal_split(user_code[warm], warm_time, item_code[warm])
     out = table.take(pa.array(keep)).drop_columns(["split"])
-    return out.append_column(
-        pa.field("split", pa.int8(), nullable=False), pa.array(labels)
-    ), cold_codes
+    out = out.append_column(pa.field("split", pa.int8(), nullable=False), pa.array(labels))
+    return _Split(out, cold_codes, int(kept.sum()), int(np.count_nonzero(np.bincount(item_code))))
+
+
+def _user_codes(user_id: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """The distinct users in catalog order, and each row's position among them (one hashing pass)."""
+    encoded = user_id.combine_chunks().dictionary_encode()
+    users = catalog_order(encoded.dictionary)
+    rank = codes_in(encoded.dictionary, users)
+    return users, rank[encoded.indices.to_numpy()]
+
+
+def _first_per_pair(
+    user_code: np.ndarray,
+    item_code: np.ndarray,
+    timestamp: np.ndarray,
+    source: SourceData,
+    table: pa.Table,
+    where: str | None,
+) -> np.ndarray:
+    """Rows to keep, sorted by (user, item): one per pair, the earliest (else the first in the file).
+
+    Rows of unknown items (code -1) are left out.
+    """
+    known = np.flatnonzero(item_code >= 0)
+    pair = user_code[known] * (int(item_code.max(initial=0)) + 1) + item_code[known]
+    by_pair = np.argsort(pair, kind="stable")
+    order = known[by_pair]
+    sorted_pair = pair[by_pair]
+    same = sorted_pair[1:] == sorted_pair[:-1]
+    if not same.any():
+        return order
+    # Only rows of repeated pairs need reordering by time; unknown times (NaN) sort last and the
+    # stable sort keeps file order among equal times.
+    in_repeat = np.zeros(order.size, dtype=bool)
+    in_repeat[1:] |= same
+    in_repeat[:-1] |= same
+    positions = np.flatnonzero(in_repeat)
+    rows = order[positions]
+    order[positions] = rows[np.lexsort((timestamp[rows], sorted_pair[positions]))]
+    first = np.r_[True, ~same]
+    source.add_drop(
+        make_drop(
+            "interactions",
+            "repeated (user, item) pair (the earliest is kept)",
+            table.column("user_id").take(pa.array(order[~first])),
+            where,
+        )
+    )
+    return order[first]
 
 
 def _users_with_enough(
@@ -239,7 +282,7 @@ def _users_with_enough(
 
 def _import_feature(feature: ImportedFeature, layout: StoreLayout) -> dict:
     """Write a ready-made feature matrix as the embedding store `<modality>/imported`, replacing old parts."""
-    rows, dim = check_feature_rows(feature.file, len(feature.item_ids), Path(feature.file))
+    rows, dim = len(feature.item_ids), feature.dim  # checked against the catalog by the adapter
     store = PartStore(layout.embeddings(feature.modality, IMPORTED_KEY), embeddings(dim))
     provenance = {"source": "imported", "file": str(feature.file), "dim": dim}
     step = max(1, _FEATURE_PART_BYTES // (4 * dim))
@@ -273,23 +316,21 @@ def _import_feature(feature: ImportedFeature, layout: StoreLayout) -> dict:
 
 
 def _summary(
-    config,
+    config: Config,
     source: SourceData,
     items: pa.Table,
-    interactions: pa.Table,
-    n_cold: int,
+    split: _Split,
     layout: StoreLayout,
     features: list[dict],
 ) -> IngestSummary:
-    split_counts = np.bincount(interactions.column("split").to_numpy(), minlength=3)
-    with_interactions = pc.count_distinct(interactions.column("item_id")).as_py()
+    split_counts = np.bincount(split.interactions.column("split").to_numpy(), minlength=3)
     return IngestSummary(
         name=config.name,
         dataset=config.dataset.kind,
         split_method=config.split.method,
         n_items=items.num_rows,
-        n_users=pc.count_distinct(interactions.column("user_id")).as_py(),
-        n_interactions=interactions.num_rows,
+        n_users=split.n_users,
+        n_interactions=split.interactions.num_rows,
         split_counts={
             "train": int(split_counts[0]),
             "valid": int(split_counts[1]),
@@ -297,8 +338,8 @@ def _summary(
         },
         items_with_text=items.num_rows - items.column("text").null_count,
         items_with_image=items.num_rows - items.column("image_path").null_count,
-        items_without_interactions=items.num_rows - with_interactions,
-        cold_items=n_cold,
+        items_without_interactions=items.num_rows - split.n_items_interacted,
+        cold_items=len(split.cold_codes),
         drops=list(source.drops),
         read=dict(source.files),
         written={

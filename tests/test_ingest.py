@@ -101,6 +101,26 @@ def test_repeated_pairs_and_short_users_are_counted_drops(tmp_path):
     assert "repeated (user, item) pair" in summary.format()
 
 
+def test_interactions_naming_unknown_items_are_a_counted_drop(tmp_path):
+    data = dense_interactions(n_users=3, per_user=10)
+    data = {
+        k: v + extra
+        for (k, v), extra in zip(
+            data.items(), [["u00", "u01"], ["nope", "404"], [0, 0]], strict=True
+        )
+    }
+    write_catalog(tmp_path / "data", data)
+    summary = ingest(config_for(tmp_path))
+    drop = next(d for d in summary.drops if d.kind == "interactions")
+    assert (drop.reason, drop.count, drop.examples) == (
+        "item id not in the item catalog",
+        2,
+        ("nope", "404"),
+    )
+    assert drop.file == str((tmp_path / "data" / "inter.parquet").resolve())
+    assert summary.n_interactions == 30
+
+
 def test_min_user_interactions_drops_users_by_name(tmp_path):
     data = dense_interactions(n_users=3, per_user=10)
     data = {

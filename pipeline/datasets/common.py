@@ -69,6 +69,7 @@ class ImportedFeature:
     modality: str
     file: Path
     item_ids: pa.Array
+    dim: int
 
 
 @dataclass
@@ -76,7 +77,7 @@ class SourceData:
     """One dataset as read by an adapter, before users are filtered and the split is applied."""
 
     items: pa.Table  # ITEMS columns, extras after them; item_id unique
-    interactions: pa.Table  # SOURCE_INTERACTIONS; item_ids all in items
+    interactions: pa.Table  # SOURCE_INTERACTIONS; ingest drops (and counts) unknown item ids
     drops: list[Drop] = field(default_factory=list)
     features: list[ImportedFeature] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # what was read: role -> path
@@ -205,18 +206,6 @@ def check_unique_ids(item_ids: pa.Array, path: Path, column: str) -> None:
         raise DatasetError(
             f"{path}: {len(repeated)} duplicate item id(s) in column {column!r}: {shown}"
         )
-
-
-def drop_unknown_items(
-    interactions: pa.Table, item_ids: pa.Array, path: Path
-) -> tuple[pa.Table, Drop | None]:
-    """Interactions whose item is not in the catalog are dropped and counted."""
-    known = pc.is_in(interactions.column("item_id"), value_set=item_ids)
-    if pc.all(known).as_py():
-        return interactions, None
-    unknown = pc.filter(interactions.column("item_id"), pc.invert(known))
-    drop = make_drop("interactions", "item id not in the item catalog", unknown, path)
-    return interactions.filter(known), drop
 
 
 def drop_below_rating(

@@ -16,7 +16,6 @@ from pipeline.datasets.common import (
     as_strings,
     check_unique_ids,
     drop_below_rating,
-    drop_unknown_items,
     make_drop,
     read_tabular,
     require_columns,
@@ -209,8 +208,6 @@ def _read_interactions(
     interactions = source_interactions(user_id, item_id, timestamp=timestamp, rating=rating).filter(
         valid
     )
-    interactions, unknown = drop_unknown_items(interactions, item_ids, path)
-    source.add_drop(unknown)
     interactions, below = drop_below_rating(interactions, dataset.min_rating, path)
     source.add_drop(below)
     return interactions

@@ -80,8 +80,8 @@ def load_mmrec(
     for file_name, modality in (features or {}).items():
         feature_file = path / file_name
         if feature_file.exists():
-            check_feature_rows(feature_file, n_items, inter_file)
-            source.features.append(ImportedFeature(modality, feature_file, item_ids))
+            _, dim = check_feature_rows(feature_file, n_items, inter_file)
+            source.features.append(ImportedFeature(modality, feature_file, item_ids, dim))
             source.files[f"features.{modality}"] = str(feature_file)
     return source
 

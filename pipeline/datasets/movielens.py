@@ -15,7 +15,6 @@ from pipeline.datasets.common import (
     as_strings,
     check_unique_ids,
     drop_below_rating,
-    drop_unknown_items,
     make_drop,
     read_tabular,
     require_columns,
@@ -119,8 +118,6 @@ def load_movielens(path: Path, min_rating: float | None = None) -> SourceData:
             "images", f"no poster file in {poster_dir} (item kept, image null)", missing, poster_dir
         )
     )
-    interactions, unknown = drop_unknown_items(interactions, item_ids, inter_file)
-    source.add_drop(unknown)
     interactions, below = drop_below_rating(interactions, min_rating, inter_file)
     source.add_drop(below)
     source.interactions = interactions
