@@ -273,7 +273,8 @@ def _users_with_enough(
 ) -> np.ndarray:
     """Mask over users whose `counts` reach `minimum`; the others are a drop (with their `total` rows)."""
     enough = counts >= minimum
-    short = np.flatnonzero(~enough)
+    # Users whose every row went with another drop (unknown items) are not counted twice.
+    short = np.flatnonzero(~enough & (total > 0))
     if short.size:
         reason = f"user has fewer than {minimum} interactions{counted}; removed with their {int(total[short].sum()):,} interactions"
         source.add_drop(make_drop("users", reason, users.take(pa.array(short)), file))

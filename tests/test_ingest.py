@@ -106,7 +106,7 @@ def test_interactions_naming_unknown_items_are_a_counted_drop(tmp_path):
     data = {
         k: v + extra
         for (k, v), extra in zip(
-            data.items(), [["u00", "u01"], ["nope", "404"], [0, 0]], strict=True
+            data.items(), [["u00", "ghost"], ["nope", "404"], [0, 0]], strict=True
         )
     }
     write_catalog(tmp_path / "data", data)
@@ -118,7 +118,8 @@ def test_interactions_naming_unknown_items_are_a_counted_drop(tmp_path):
         ("nope", "404"),
     )
     assert drop.file == str((tmp_path / "data" / "inter.parquet").resolve())
-    assert summary.n_interactions == 30
+    assert summary.n_interactions == 30 and summary.n_users == 3
+    assert not [d for d in summary.drops if d.kind == "users"]  # "ghost" is gone with its rows
 
 
 def test_min_user_interactions_drops_users_by_name(tmp_path):
