@@ -231,7 +231,7 @@ def test_bad_generic_inputs_are_errors_naming_file_and_key(tmp_path):
     (tmp_path / "items.csv").write_text("id,title,text,image\nA,x,t,\n", encoding="utf-8")
     with pytest.raises(
         DatasetError,
-        match=r"items\.csv: column 'item_id' \(config key dataset\.item_id_column\) not found",
+        match=r"items\.csv: column 'item_id' \(config key dataset\.item_id_column\) not found; columns are \['id', 'title'",
     ):
         load_generic(
             dataset(tmp_path, items="items.csv", interactions="inter.csv"), tmp_path / "cache"

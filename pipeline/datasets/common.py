@@ -98,11 +98,13 @@ def read_tabular(
     delimiter: str | None = None,
     quoted: bool = True,
     string_columns: list[str] | None = None,
+    required: dict[str, str | None] | None = None,
 ) -> pa.Table:
     """A CSV/TSV (by `delimiter` or the suffix) or Parquet file as a table; errors name the file.
 
-    `string_columns` are read as text whatever they look like (ids stay "007", not 7). RecBole's
-    `name:type` headers are shortened to `name`.
+    `string_columns` are read as text whatever they look like (ids stay "007", not 7). With
+    `required` (config key -> column), each column must be in the file and only those are read.
+    RecBole's `name:type` headers are shortened to `name`.
     """
     path = Path(path)
     if not path.is_file():
@@ -112,16 +114,18 @@ def read_tabular(
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
-            table = pq.read_table(path)
+            names = pq.read_schema(path).names
+            table = pq.read_table(path, columns=_present(names, required, path))
         else:
             table = _read_csv(
                 path,
                 delimiter or ("\t" if suffix in (".tsv", ".inter", ".item", ".user") else ","),
                 quoted,
                 string_columns or [],
+                required,
             )
     except pa.ArrowInvalid as error:
-        if "UTF8" in str(error) or "utf8" in str(error).lower():
+        if "utf8" in str(error).lower() and suffix not in (".parquet", ".pq"):
             raise DatasetError(
                 f"{path}: text is not valid UTF-8 ({_first_bad_utf8(path)}): {error}"
             ) from error
@@ -134,7 +138,13 @@ def read_tabular(
     return table
 
 
-def _read_csv(path: Path, delimiter: str, quoted: bool, string_columns: list[str]) -> pa.Table:
+def _read_csv(
+    path: Path,
+    delimiter: str,
+    quoted: bool,
+    string_columns: list[str],
+    required: dict[str, str | None] | None,
+) -> pa.Table:
     header = _header(path, delimiter)
     # Match `name` to a RecBole header `name:type` too.
     types = {name: pa.string() for name in header if name.split(":", 1)[0] in string_columns}
@@ -143,8 +153,23 @@ def _read_csv(path: Path, delimiter: str, quoted: bool, string_columns: list[str
         parse_options=pacsv.ParseOptions(
             delimiter=delimiter, quote_char='"' if quoted else False, newlines_in_values=quoted
         ),
-        convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
+        convert_options=pacsv.ConvertOptions(
+            column_types=types,
+            strings_can_be_null=False,
+            include_columns=_present(header, required, path) or [],
+        ),
     )
+
+
+def _present(
+    names: list[str], required: dict[str, str | None] | None, path: Path
+) -> list[str] | None:
+    """The file's names of the `required` columns (None = read all); a missing one is an error."""
+    if required is None:
+        return None
+    require_columns([name.split(":", 1)[0] for name in names], required, path)
+    wanted = {column for column in required.values() if column is not None}
+    return [name for name in names if name.split(":", 1)[0] in wanted]
 
 
 def _header(path: Path, delimiter: str) -> list[str]:
@@ -168,12 +193,15 @@ def _first_bad_utf8(path: Path) -> str:
     return "position unknown"
 
 
-def require_columns(table: pa.Table, columns: dict[str, str | None], path: Path) -> None:
-    """Each config key's column must exist in `table`; the error names the file, key and column."""
+def require_columns(
+    names: pa.Table | list[str], columns: dict[str, str | None], path: Path
+) -> None:
+    """Each config key's column must be among `names` (or a table's); the error names file, key, column."""
+    names = names.column_names if isinstance(names, pa.Table) else names
     for key, column in columns.items():
-        if column is not None and column not in table.column_names:
+        if column is not None and column not in names:
             raise DatasetError(
-                f"{path}: column {column!r} (config key {key}) not found; columns are {table.column_names}"
+                f"{path}: column {column!r} (config key {key}) not found; columns are {names}"
             )
 
 

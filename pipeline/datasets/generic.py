@@ -18,7 +18,6 @@ from pipeline.datasets.common import (
     drop_below_rating,
     make_drop,
     read_tabular,
-    require_columns,
     source_interactions,
 )
 from pipeline.images import download_images, is_url, sha256_file
@@ -35,16 +34,15 @@ def load_generic(dataset: GenericDataset, image_cache: Path, progress: bool = Fa
     items_string_columns = [id_column, *text_columns] + [
         c for c in (dataset.title_column, dataset.image_column) if c
     ]
-    raw_items = read_tabular(items_file, string_columns=items_string_columns)
-    require_columns(
-        raw_items,
-        {
+    raw_items = read_tabular(
+        items_file,
+        string_columns=items_string_columns,
+        required={
             "dataset.item_id_column": id_column,
             "dataset.title_column": dataset.title_column,
             "dataset.image_column": dataset.image_column,
             **{f"dataset.text_columns[{i}]": c for i, c in enumerate(text_columns)},
         },
-        items_file,
     )
     item_ids = pc.utf8_trim_whitespace(
         as_strings(raw_items.column(id_column), items_file, id_column)
@@ -171,16 +169,15 @@ def _read_interactions(
     dataset: GenericDataset, path: Path, item_ids: pa.Array, source: SourceData
 ) -> pa.Table:
     user_column, item_column = dataset.user_column, dataset.interaction_item_column
-    raw = read_tabular(path, string_columns=[user_column, item_column])
-    require_columns(
-        raw,
-        {
+    raw = read_tabular(
+        path,
+        string_columns=[user_column, item_column],
+        required={
             "dataset.user_column": user_column,
             "dataset.interaction_item_column": item_column,
             "dataset.timestamp_column": dataset.timestamp_column,
             "dataset.rating_column": dataset.rating_column,
         },
-        path,
     )
     if dataset.min_rating is not None and dataset.rating_column is None:
         raise DatasetError(f"{path}: dataset.min_rating is set but dataset.rating_column is not")
