@@ -24,8 +24,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
+# A local Prefect server (127.0.0.1:4200, SQLite under artifacts/prefect), the config's deployments
+# served, one run of extract-and-train/<name> waited for; the server stays up (`make stop`).
 demo: setup
-	$(BIN)/python -m pipeline demo --config $(CONFIG)
+	$(BIN)/python -m flows.server demo $(CONFIG)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -34,7 +36,7 @@ test: setup lint
 	$(BIN)/python -m pytest -q
 
 stop:
-	-$(BIN)/python -m flows.server stop 2>/dev/null || true
+	$(BIN)/python -m flows.server stop
 
 clean:
 	rm -rf artifacts/* $(VENV)

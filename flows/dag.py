@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.states import Completed
+from prefect.states import Completed, State
 
 from flows import reports
 from pipeline.config import Config, load_config
@@ -89,6 +89,11 @@ def rank_task(config_path: str, run_dir: str, force: bool = False):
     return _finish(result, value=str(run_dir))
 
 
+def _value(result):
+    # A task that returns a State (to be named "Skipped") hands the caller that State: unwrap it.
+    return result.result() if isinstance(result, State) else result
+
+
 def _config(config_path: str) -> Config:
     # Validate up front: a bad config fails the flow at once, naming the key, before any task runs.
     return load_config(config_path)
@@ -133,7 +138,7 @@ def extract_flow(config: str, force: Force = None) -> None:
 @flow(name="train")
 def train_flow(config: str, force: Force = None) -> str:
     _config(config)
-    return train_task(config, force=bool(parse_force(force)))
+    return _value(train_task(config, force=bool(parse_force(force))))
 
 
 @flow(name="rank")
@@ -143,7 +148,7 @@ def rank_flow(config: str, run_dir: str | None = None, force: Force = None) -> s
 
     settings = _config(config)
     run_dir = run_dir or str(current_runs(settings)[0])
-    return rank_task(config, run_dir, force=bool(parse_force(force)))
+    return _value(rank_task(config, run_dir, force=bool(parse_force(force))))
 
 
 @flow(name="extract-and-train")
@@ -153,7 +158,7 @@ def extract_and_train(config: str, force: Force = None) -> str:
     _config(config)
     ingest_task(config, force="ingest" in forced)
     _extract(config, forced)
-    run_dir = train_task(config, force="train" in forced)
+    run_dir = _value(train_task(config, force="train" in forced))
     rank_task(config, run_dir, force="rank" in forced)
     return run_dir
 

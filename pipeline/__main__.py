@@ -59,28 +59,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_stage(stage: str, config, args: argparse.Namespace) -> None:
-    """Run `stage` (or all of them) and print each stage's summary."""
+    """Run one stage, or every stage in turn (skipping what the stores show is up to date)."""
     force = getattr(args, "force", False)
-    if stage in ("ingest", "all"):
+    if stage == "all":
+        from pipeline import stages
+
+        forced = set(stages.STAGES) if force else set()
+        for step in (stages.ingest_stage, stages.caption_stage, stages.embed_stage):
+            print(step(config, force=step.__name__.removesuffix("_stage") in forced))
+        trained = stages.train_stage(config, force="train" in forced)
+        print(trained)
+        print(stages.rank_stage(config, trained.run_dir, force="rank" in forced))
+        print(trained.run_dir)  # last line: the run folder
+    elif stage == "ingest":
         from pipeline.ingest import ingest
 
-        print(ingest(config))
-    if stage in ("caption", "all"):
-        from pipeline.extract import caption
+        print(ingest(config, progress=True))
+    elif stage in ("caption", "embed"):
+        from pipeline import extract
 
-        print(caption(config, force=force))
-    if stage in ("embed", "all"):
-        from pipeline.extract import embed
+        print(getattr(extract, stage)(config, force=force))
+    elif stage == "train":
+        from pipeline.training import search, train
 
-        print(embed(config, force=force))
-    if stage in ("train", "all"):
-        from pipeline.training import rank_run, search, train
-
-        if getattr(args, "search", False):
+        if args.search:
             print(search(config))
-        outcome = train(config, resume=not getattr(args, "fresh", False))
-        if stage == "all":
-            print(rank_run(outcome.run_dir))
+        outcome = train(config, resume=not args.fresh)
         print(outcome.run_dir)  # last line: the run folder
 
 

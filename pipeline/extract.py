@@ -224,7 +224,10 @@ def caption_store(
         ):
             if image_path is None:
                 summary.no_input += 1
-            elif done.get(item_id) == image_sha256 and image_sha256 is not None:
+                continue
+            # Hash the bytes as they are now: a poster replaced since ingest is captioned again.
+            image_sha256 = _current_sha256(image_path, image_sha256)
+            if done.get(item_id) == image_sha256 and image_sha256 is not None:
                 summary.skipped += 1
             else:
                 todo.append((item_id, image_path, image_sha256))
@@ -268,6 +271,16 @@ def caption_store(
     summary.stage_seconds = time.perf_counter() - started
     _write_summary(layout.captions(captioner.key).parent / "summary.json", summary)
     return summary
+
+
+def _current_sha256(image_path: str, catalog_sha256: str | None) -> str | None:
+    """The sha256 of the image file's current bytes (the catalog's, when the file is unreadable)."""
+    from pipeline.images import sha256_file
+
+    try:
+        return sha256_file(Path(image_path))
+    except OSError:
+        return catalog_sha256  # the load below records the error row
 
 
 def _caption_settings(config: CaptionConfig, key: str) -> dict[str, Any]:
