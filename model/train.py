@@ -12,7 +12,8 @@ after training, with the vectors saved at the best-valid epoch. Test is reported
 
 Run folder: checkpoint.pt (everything needed to resume exactly: model and optimiser state, epoch,
 best epoch and patience counter, PWC w1/w2/theta/last attention, NumPy and torch RNG states,
-config, data fingerprint), history.jsonl (one line per epoch), user_vectors.npy and
+config, data fingerprint), best_model.pt (the weights at the best-valid epoch: what the item
+encoder for new items loads), history.jsonl (one line per epoch), user_vectors.npy and
 item_vectors.npy (at the best-valid epoch), metrics.json (written last).
 """
 
@@ -44,6 +45,12 @@ from model.config import SELECTION_METRIC, TrainConfig
 from model.data import RecData
 from model.metrics import evaluate
 from model.sampling import NegativeSampler
+
+
+BEST_MODEL_FILE = "best_model.pt"
+
+
+BEST_MODEL_FILE = "best_model.pt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +142,11 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
         if improved:
             best_epoch, best_score, bad_epochs = epoch, score, 0
             save_vectors(run_dir, *line.pop("_vectors"))
+            save_checkpoint(run_dir / BEST_MODEL_FILE, {
+                "config": config_dict(config), "data_fingerprint": fingerprint, "epoch": epoch,
+                "model": model.state_dict()})
+            # the weights that made those vectors: the item encoder for new items needs them
+            save_checkpoint(run_dir / BEST_MODEL_FILE, {"epoch": epoch, "model": model.state_dict()})
         else:
             bad_epochs += 1
             line.pop("_vectors")

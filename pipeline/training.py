@@ -211,3 +211,22 @@ def current_runs(config: Config) -> list[Path]:
             inputs[with_features] = load_inputs(config, with_features=with_features)
         folders.append(run_folder(config, train_config, inputs[with_features]))
     return folders
+
+
+def search(config: Config, log=print) -> str:
+    """The config's [search] grid on its data, chosen by VALID Recall@20; a markdown table."""
+    from model.search import format_table, run_search
+
+    if config.search is None:
+        raise ValueError(f"{config.source}: --search needs a [search] section with a grid")
+    inputs = load_inputs(config, with_features=config.train.model == "lirdrec")
+    digest = hashlib.blake2b(
+        (
+            json.dumps(dataclasses.asdict(config.search), sort_keys=True, default=str)
+            + inputs.fingerprint()
+        ).encode(),
+        digest_size=6,
+    ).hexdigest()
+    run_root = StoreLayout(config.store).runs / f"search-{config.train.model}-{digest}"
+    result = run_search(config.train, config.search, inputs.data, run_root, log=log)
+    return format_table(result) + f"\nselected by valid recall@20; runs under {run_root}"
