@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.graph import sparse_mm
 from model.lirdrec import bpr_loss
 
 
@@ -60,7 +61,7 @@ class LightGCN(nn.Module):
         layer = torch.cat([self.user_embedding, self.item_embedding])  # (U+I, d)
         total = layer
         for _ in range(self.n_layers):
-            layer = self.adjacency @ layer
+            layer = sparse_mm(self.adjacency, self.adjacency, layer)  # A_hat is symmetric
             total = total + layer
         mean = total / (self.n_layers + 1)  # (U+I, d)
         return mean[: self.n_users], mean[self.n_users:]

@@ -16,6 +16,36 @@ import torch
 TIE_MARGIN = 10  # extra candidates fetched so that ties at the k-th place can be resolved
 
 
+class _SparseProduct(torch.autograd.Function):
+    """matrix @ dense whose backward multiplies by a precomputed transpose (torch would transpose
+    the sparse matrix, a sort, at every backward pass)."""
+
+    @staticmethod
+    def forward(ctx, matrix: torch.Tensor, transpose: torch.Tensor,
+                dense: torch.Tensor) -> torch.Tensor:
+        ctx.transpose = transpose
+        return matrix @ dense
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
+        return None, None, ctx.transpose @ grad
+
+
+def sparse_mm(matrix: torch.Tensor, transpose: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """matrix @ dense for a sparse CSR `matrix` given with its `transpose` (the same tensor when
+    symmetric)."""
+    if not dense.requires_grad:
+        return matrix @ dense
+    return _SparseProduct.apply(matrix, transpose, dense)
+
+
+def transpose_csr(matrix: torch.Tensor) -> torch.Tensor:
+    """The transpose of a sparse CSR matrix, as sparse CSR."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return matrix.t().to_sparse_csr()
+
+
 def user_item_adjacency(n_users: int, n_items: int, train: np.ndarray) -> torch.Tensor:
     """A_hat = D^-1/2 A D^-1/2 of the bipartite training graph, (U+I, U+I) sparse CSR, no self loops."""
     users = train[:, 0]

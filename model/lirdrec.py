@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.graph import sparse_mm, transpose_csr
+
 
 class FeatureEncoder(nn.Module):
     """x (I, D) -> (I, d): Linear(D, 4d) -> LeakyReLU -> Linear(4d, d, bias=False)."""
@@ -67,10 +69,10 @@ def dct_features(features: list[np.ndarray], chunk: int = 16384) -> np.ndarray:
 
 
 def propagate_sum(adjacency: torch.Tensor, rows: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """E_0 + A E_0 + ... + A^L E_0 (LightGCN propagation with the layers summed)."""
+    """E_0 + A E_0 + ... + A^L E_0 (LightGCN propagation with the layers summed; A symmetric)."""
     total, layer = rows, rows
     for _ in range(n_layers):
-        layer = adjacency @ layer
+        layer = sparse_mm(adjacency, adjacency, layer)
         total = total + layer
     return total
 
@@ -115,6 +117,7 @@ class LIRDRec(nn.Module):
         self.register_buffer("shared_features", shared_features, persistent=False)  # (I, sum D)
         self.register_buffer("ui_adjacency", ui_adjacency, persistent=False)  # (U+I, U+I)
         self.register_buffer("mm_adjacency", mm_adjacency, persistent=False)  # (I, I)
+        self.register_buffer("mm_adjacency_t", transpose_csr(mm_adjacency), persistent=False)
 
         self.encoders = nn.ModuleList(FeatureEncoder(x.shape[1], d) for x in features)
         self.shared_encoder = FeatureEncoder(shared_features.shape[1], d)
@@ -157,7 +160,7 @@ class LIRDRec(nn.Module):
     def item_graph(self, item_rows: torch.Tensor) -> torch.Tensor:
         """A_mm^L r, (I, S*d)."""
         for _ in range(self.n_mm_layers):
-            item_rows = self.mm_adjacency @ item_rows
+            item_rows = sparse_mm(self.mm_adjacency, self.mm_adjacency_t, item_rows)
         return item_rows
 
     @torch.no_grad()

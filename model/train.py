@@ -46,7 +46,6 @@ from model.data import RecData
 from model.metrics import evaluate
 from model.sampling import NegativeSampler
 
-
 BEST_MODEL_FILE = "best_model.pt"
 
 

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from model.config import TrainConfig
 from model.data import hold_out_items
@@ -35,6 +36,8 @@ def test_run_folder_holds_metrics_history_vectors_and_checkpoint(tmp_path):
     assert np.load(tmp_path / "user_vectors.npy").shape == (data.n_users, 24)
     assert np.load(tmp_path / "item_vectors.npy").shape == (data.n_items, 24)
     assert (tmp_path / "checkpoint.pt").exists()
+    best = torch.load(tmp_path / "best_model.pt", weights_only=False)
+    assert best["epoch"] == metrics["best_epoch"] and "theta" in best["model"]
 
 
 def test_early_stopping_after_patience_plus_one_bad_epochs(tmp_path):
