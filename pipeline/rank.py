@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from pipeline import schemas
 from pipeline.config import RankConfig
+from pipeline.splits import codes_in
 from pipeline.store import read_table, write_table
 
 INDEX_FILE = "items.faiss"
@@ -104,20 +105,14 @@ def seen_items(
     interactions: pa.Table, user_ids: np.ndarray, item_ids: np.ndarray
 ) -> list[np.ndarray]:
     """For each user row, the item rows they interacted with in ANY split (never recommended again)."""
-    users = row_of(interactions.column("user_id"), user_ids)
-    items = row_of(interactions.column("item_id"), item_ids)
+    users = codes_in(interactions.column("user_id"), pa.array(user_ids.tolist(), pa.string()))
+    items = codes_in(interactions.column("item_id"), pa.array(item_ids.tolist(), pa.string()))
     known = (users >= 0) & (items >= 0)
     users, items = users[known], items[known]
     order = np.argsort(users, kind="stable")
     users, items = users[order], items[order]
     bounds = np.searchsorted(users, np.arange(len(user_ids) + 1))
     return [items[bounds[u] : bounds[u + 1]] for u in range(len(user_ids))]
-
-
-def row_of(column: pa.ChunkedArray, ids: np.ndarray) -> np.ndarray:
-    """The position of each value of `column` in `ids` (-1 where absent), vectorised by Arrow."""
-    rows = pc.index_in(column, value_set=pa.array(ids.tolist(), pa.string()))
-    return rows.fill_null(-1).to_numpy().astype(np.int64)
 
 
 def rank(run_dir: Path, interactions_path: Path, config: RankConfig) -> RankSummary:
