@@ -122,3 +122,34 @@ def test_bad_config_fails_the_run_naming_the_key(prefect_api, tiny, tmp_path):
     assert state.is_failed()
     with pytest.raises(Exception, match="train.epochs"):
         state.result()
+
+
+def test_extraction_fans_out_over_a_local_dask_cluster(prefect_api, tmp_path):
+    """caption/embed shards run as tasks on Dask workers (processes on 127.0.0.1)."""
+    from flows.dag import extract_flow
+    from flows.serve import task_runner
+    from pipeline.config import load_config
+    from pipeline.schemas import CAPTIONS
+    from pipeline.store import PartStore, StoreLayout, current_key
+
+    catalog = make_catalog(tmp_path / "catalog", n_items=12, n_users=6)
+    config_path = write_config(
+        tmp_path, catalog, name="dask", extra="[scale]\nshards = 3\ndask_local_workers = 2\n"
+    )
+    config = load_config(config_path)
+    runner = task_runner(config)
+    assert type(runner).__name__ == "DaskTaskRunner"
+    state = extract_flow.with_options(task_runner=runner)(str(config_path), return_state=True)
+    assert state.is_completed(), state
+    layout = StoreLayout(config.store)
+    captions = PartStore(layout.captions(current_key(layout.captions("x").parent)), CAPTIONS).read()
+    assert sorted(captions.column("item_id").to_pylist(), key=int) == [str(i) for i in range(12)]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    names = [run.name.rsplit("-", 1)[0] for run in task_runs]
+    assert names.count("caption") == 3 and names.count("embed") == 3
