@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--models", default="lirdrec,lightgcn,bpr,pop")
     parser.add_argument("--seeds", default="999,1000,1001")
     parser.add_argument("--feature-dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench" / "ml100k")
     args = parser.parse_args()
     data = ml100k()
@@ -46,7 +47,8 @@ def main() -> None:
     for model in args.models.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
             config = dataclasses.replace(SETTINGS[model], seed=seed,
-                                         feature_dtype=args.feature_dtype)
+                                         feature_dtype=args.feature_dtype,
+                                         num_threads=args.threads)
             suffix = "" if args.feature_dtype == "float32" else f"-{args.feature_dtype}"
             run_dir = args.out / f"{model}-seed{seed}{suffix}"
             metrics = train(config, data, run_dir, log=lambda line: print(line, flush=True)).metrics

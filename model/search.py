@@ -46,10 +46,18 @@ def grid_points(search: SearchConfig) -> list[dict[str, Any]]:
 def run_search(base: TrainConfig, search: SearchConfig, data: RecData, run_root: Path, *,
                resume: bool = True, log: Callable[[str], None] = print) -> SearchResult:
     """Train every selected grid point into run_root/<point>/, write run_root/search.json."""
+    return run_points(base, grid_points(search), data, run_root, max_epochs=search.max_epochs,
+                      resume=resume, log=log)
+
+
+def run_points(base: TrainConfig, points: list[dict[str, Any]], data: RecData, run_root: Path,
+               *, max_epochs: int = 0, resume: bool = True,
+               log: Callable[[str], None] = print) -> SearchResult:
+    """Train `base` with each point's overrides (at most max_epochs each, 0 = base.epochs),
+    select by valid Recall@20, write run_root/search.json."""
     run_root = Path(run_root)
-    epochs = min(base.epochs, search.max_epochs) if search.max_epochs else base.epochs
+    epochs = min(base.epochs, max_epochs) if max_epochs else base.epochs
     rows = []
-    points = grid_points(search)
     for number, overrides in enumerate(points, start=1):
         config = dataclasses.replace(base, **overrides, epochs=epochs)
         run_dir = run_root / _folder_name(number, overrides)
@@ -60,7 +68,7 @@ def run_search(base: TrainConfig, search: SearchConfig, data: RecData, run_root:
                      "valid": result.metrics["valid"], "test": result.metrics["test"],
                      "test_cold": result.metrics["test_cold"]})
     scores = [row["valid"][SELECTION_METRIC] for row in rows]
-    best_index = int(np.argmax(scores))  # ties go to the earlier grid point
+    best_index = int(np.argmax(scores))  # ties go to the earlier point
     write_json(run_root / "search.json", {"selection": f"valid {SELECTION_METRIC}",
                                           "best_index": best_index, "rows": rows})
     return SearchResult(rows=rows, best_index=best_index)

@@ -1,0 +1,126 @@
+"""Scale check: LIRDRec on a synthetic 10^6-item, 10^7-interaction catalog with two 384-d modalities.
+
+Builds the user-item graph and the approximate (IVF) kNN item graphs (their sampled recall
+against exact search is printed), runs 100 training steps at the reference settings, and prints
+the times, peak RSS and the extrapolated epoch (steps per epoch x median step time, plus one
+full-ranking evaluation extrapolated from a timed chunk of users). Features are clustered
+(1,000 centres + noise) so that nearest neighbours mean something. Usage:
+
+    nice -n 5 python bench/bench_train_scale.py                       # 10^6 items, 10^7 pairs
+    python bench/bench_train_scale.py --items 20000 --interactions 200000 --steps 5   # a quick try
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench.lirdrec_data import peak_rss_gb  # noqa: E402
+from model.build import build_model  # noqa: E402
+from model.config import TrainConfig  # noqa: E402
+from model.data import RecData  # noqa: E402
+from model.metrics import evaluate  # noqa: E402
+from model.sampling import NegativeSampler  # noqa: E402
+
+
+def synthetic(n_items: int, n_interactions: int, n_users: int, dim: int, seed: int) -> RecData:
+    rng = np.random.default_rng(seed)
+    keys = np.unique(rng.integers(0, n_users, n_interactions, dtype=np.int64) * n_items
+                     + rng.integers(0, n_items, n_interactions, dtype=np.int64))
+    pairs = np.stack([keys // n_items, keys % n_items], axis=1)
+    label = rng.choice(3, size=len(pairs), p=[0.8, 0.1, 0.1])  # a random 8:1:1 split
+    cluster = rng.integers(0, 1000, n_items)
+    features = {}
+    for name in ("image", "text"):
+        centres = rng.standard_normal((1000, dim), dtype=np.float32)
+        noise = rng.standard_normal((n_items, dim), dtype=np.float32)
+        noise *= 0.5
+        noise += centres[cluster]
+        features[name] = noise
+    return RecData(n_users, n_items, pairs[label == 0], pairs[label == 1], pairs[label == 2],
+                   features)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--interactions", type=int, default=10_000_000)
+    parser.add_argument("--users", type=int, default=0, help="default: interactions / 20")
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--feature-dtype", choices=["float32", "bfloat16"], default="bfloat16")
+    parser.add_argument("--nprobe", type=int, default=16)
+    args = parser.parse_args()
+    n_users = args.users or args.interactions // 20
+
+    tick = time.perf_counter()
+    data = synthetic(args.items, args.interactions, n_users, args.dim, seed=0)
+    made = time.perf_counter() - tick
+    print(f"data: {n_users:,} users, {args.items:,} items, {len(data.train):,} train pairs, "
+          f"two {args.dim}-d modalities, made in {made:.0f}s; RSS {peak_rss_gb():.1f} GB",
+          flush=True)
+    config = TrainConfig(mm_weights={"image": 0.5, "text": 0.5}, knn_method="ivf",
+                         knn_nprobe=args.nprobe, feature_dtype=args.feature_dtype, device="cpu")
+    tick = time.perf_counter()
+    torch.manual_seed(0)
+    model = build_model(config, data, torch.device("cpu"), log=lambda s: print(s, flush=True))
+    build = time.perf_counter() - tick
+    print(f"model + graphs built in {build:.0f}s; peak RSS {peak_rss_gb():.1f} GB", flush=True)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    sampler, rng = NegativeSampler(data.train, data.n_items), np.random.default_rng(0)
+    order = rng.permutation(len(data.train))
+    step_seconds = []
+    for step in range(args.steps):
+        tick = time.perf_counter()
+        batch = data.train[order[step * config.batch_size:(step + 1) * config.batch_size]]
+        users, positives = (torch.as_tensor(batch[:, i]) for i in (0, 1))
+        negatives = torch.as_tensor(sampler.sample(batch[:, 0], rng))
+        user_vectors, item_vectors = model()
+        loss = model.batch_loss(user_vectors, item_vectors, users, positives, negatives)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        del user_vectors, item_vectors
+        step_seconds.append(time.perf_counter() - tick)
+        if step % 10 == 0 or step == args.steps - 1:
+            print(f"step {step + 1}: loss {loss.item():.5f}, {step_seconds[-1]:.1f}s, "
+                  f"peak RSS {peak_rss_gb():.1f} GB", flush=True)
+
+    model.eval()
+    tick = time.perf_counter()
+    with torch.no_grad():
+        user_vectors, item_vectors = model()
+    forward = time.perf_counter() - tick
+    valid_users = np.unique(data.valid[:, 0])
+    sample = data.valid[np.isin(data.valid[:, 0], valid_users[:256])]
+    tick = time.perf_counter()
+    evaluate(user_vectors, item_vectors, sample, data.train, config.topk, user_chunk=32)
+    chunk_seconds = time.perf_counter() - tick
+    eval_estimate = forward + chunk_seconds * len(valid_users) / 256
+    steps_per_epoch = -(-len(data.train) // config.batch_size)
+    median_step = statistics.median(step_seconds)
+    print(json.dumps({
+        "items": args.items, "users": n_users, "train_pairs": len(data.train),
+        "feature_dtype": args.feature_dtype, "data_seconds": round(made),
+        "build_seconds": round(build), "steps": args.steps,
+        "median_step_seconds": round(median_step, 2),
+        "train_seconds_for_steps": round(sum(step_seconds)),
+        "steps_per_epoch": steps_per_epoch,
+        "extrapolated_train_epoch_hours": round(steps_per_epoch * median_step / 3600, 2),
+        "extrapolated_valid_eval_hours": round(eval_estimate / 3600, 2),
+        "peak_rss_gb": round(peak_rss_gb(), 2),
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
