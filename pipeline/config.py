@@ -88,7 +88,9 @@ class GenericDataset(_Section):
     item_id_column: str = "item_id"
     title_column: str | None = "title"
     text_columns: list[str] = Field(default_factory=lambda: ["text"])
-    image_column: str | None = "image"  # a file path (relative to image_root) or an http(s) URL
+    image_column: str | None = (
+        "image"  # a file path (relative to image_root) or an http(s) URL; "" = none
+    )
     image_root: ExistingPath | None = None  # image paths may not escape it; default: items' folder
     user_column: str = "user_id"
     interaction_item_column: str = "item_id"
@@ -96,6 +98,13 @@ class GenericDataset(_Section):
     rating_column: str | None = None
     min_rating: float | None = None
     download: DownloadConfig = DownloadConfig()
+
+    @field_validator(
+        "title_column", "image_column", "timestamp_column", "rating_column", mode="before"
+    )
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None  # TOML has no null: "" means the catalog has no such column
 
 
 class SplitConfig(_Section):
