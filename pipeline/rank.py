@@ -161,18 +161,10 @@ def rank(run_dir: Path, interactions_path: Path, config: RankConfig) -> RankSumm
         run_dir / "candidates.parquet", table, schemas.CANDIDATES, {"index": config.index, "k": k}
     )
     faiss.write_index(index, str(run_dir / INDEX_FILE))
-    (run_dir / "rank.json").write_text(
-        json.dumps({"index": config.index, "k": k, "recall_vs_exact": recall}, indent=2)
-    )
-    return RankSummary(
-        run_dir,
-        len(user_ids),
-        len(item_ids),
-        k,
-        config.index,
-        time.perf_counter() - started,
-        recall,
-    )
+    seconds = time.perf_counter() - started
+    record = {"index": config.index, "k": k, "recall_vs_exact": recall, "seconds": seconds}
+    (run_dir / "rank.json").write_text(json.dumps(record, indent=2))
+    return RankSummary(run_dir, len(user_ids), len(item_ids), k, config.index, seconds, recall)
 
 
 def overlap_recall(found: np.ndarray, exact: np.ndarray) -> float:
