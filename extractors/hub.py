@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -72,3 +73,16 @@ def minilm_package_folder() -> Path | None:
 def local_files_only(model: str) -> bool:
     """Whether loading `model` must avoid the network: a local folder, or an unreachable hub."""
     return is_local_folder(model) or not hub_reachable()
+
+
+def folder_fingerprint(model: str) -> str | None:
+    """For a local checkpoint: hash of its config and weight file sizes, so replaced weights change the key."""
+    if not is_local_folder(model):
+        return None
+    folder = Path(model).expanduser()
+    digest = hashlib.sha256(
+        (folder / "config.json").read_bytes() if (folder / "config.json").is_file() else b""
+    )
+    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return digest.hexdigest()[:16]

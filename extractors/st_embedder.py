@@ -11,11 +11,11 @@ from extractors.config import EmbedConfig
 from extractors.hub import (
     LOCAL_WEIGHTS_HINT,
     MINILM_IDS,
+    folder_fingerprint,
     hub_reachable,
     is_local_folder,
     minilm_package_folder,
 )
-from extractors.transformers_captioner import _folder_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class SentenceTransformerEmbedder:
                 "instruction": config.instruction,
                 "normalize": config.normalize,
                 "max_seq_length": self.max_seq_length,
-                "weights": _folder_fingerprint(config.model),
+                "weights": folder_fingerprint(config.model),
             },
         )
         self.name = f"sentence-transformers:{config.model}"

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from extractors.base import ModelLoadError, stable_key
 from extractors.config import CaptionConfig
-from extractors.hub import LOCAL_WEIGHTS_HINT, is_local_folder, local_files_only
+from extractors.hub import LOCAL_WEIGHTS_HINT, folder_fingerprint, is_local_folder, local_files_only
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -85,19 +82,6 @@ def load_processor(model: str, revision: str | None, local_only: bool) -> Any:
     )
 
 
-def _folder_fingerprint(model: str) -> str | None:
-    """For a local checkpoint: hash of its config and weight file sizes, so replaced weights change the key."""
-    if not is_local_folder(model):
-        return None
-    folder = Path(model).expanduser()
-    digest = hashlib.sha256(
-        (folder / "config.json").read_bytes() if (folder / "config.json").is_file() else b""
-    )
-    for weights in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
-    return digest.hexdigest()[:16]
-
-
 def caption_key(config: CaptionConfig) -> str:
     """Key of a transformers captioner: model, revision, prompt and decoding settings (not batch/device)."""
     settings = {
@@ -105,7 +89,7 @@ def caption_key(config: CaptionConfig) -> str:
         "prompt": config.prompt,
         "max_new_tokens": config.max_new_tokens,
         "decoding": "greedy",
-        "weights": _folder_fingerprint(config.model),
+        "weights": folder_fingerprint(config.model),
     }
     return stable_key("transformers", config.model, settings)
 
@@ -114,7 +98,6 @@ class TransformersCaptioner:
     """Batched, greedy captioning with any image-text-to-text model that transformers can load."""
 
     def __init__(self, config: CaptionConfig) -> None:
-        import torch
         import transformers
 
         self.config = config
@@ -127,11 +110,16 @@ class TransformersCaptioner:
         local_only = local_files_only(config.model)
         try:
             self.processor = load_processor(config.model, config.revision, local_only)
+            # On CUDA with device "auto", accelerate places the weights (across GPUs when one is too small).
+            placement = (
+                {"device_map": "auto"} if config.device == "auto" and self.device == "cuda" else {}
+            )
             self.model = transformers.AutoModelForImageTextToText.from_pretrained(
                 config.model,
                 revision=config.revision,
                 local_files_only=local_only,
                 dtype=self.dtype,
+                **placement,
             )
         except (OSError, ValueError, KeyError, ImportError, AttributeError, RuntimeError) as error:
             where = (
@@ -143,15 +131,16 @@ class TransformersCaptioner:
                 f"[caption] model {config.model!r} could not be loaded: {where}. "
                 + LOCAL_WEIGHTS_HINT.format(model=config.model)
             ) from error
-        self.model.to(self.device).eval()
+        if not placement:
+            self.model.to(self.device)
+        self.model.eval()
+        self.device = str(self.model.device)  # where inputs go (the first shard under device_map)
         self.model_type = self.model.config.model_type
         self.decoder_only = not (self.model.config.is_encoder_decoder or self.model_type == "blip")
         if self.decoder_only:
-            self.processor.tokenizer.padding_side = (
-                "left"  # generation continues from the right end
-            )
+            # generation continues from the right end, so batches pad on the left
+            self.processor.tokenizer.padding_side = "left"
         self.prompt_text = self._prompt_text()
-        torch.set_grad_enabled(False)
 
     def _prompt_text(self) -> str | None:
         """The full text input for one image, from the checkpoint's chat template when it has one."""
@@ -203,16 +192,3 @@ class TransformersCaptioner:
         return [
             text.strip() for text in self.processor.batch_decode(output, skip_special_tokens=True)
         ]
-
-
-def describe_settings(config: CaptionConfig) -> str:
-    """Provenance line for schema metadata and logs."""
-    return json.dumps(
-        {
-            "model": config.model,
-            "revision": config.revision,
-            "prompt": config.prompt,
-            "max_new_tokens": config.max_new_tokens,
-            "decoding": "greedy",
-        }
-    )
