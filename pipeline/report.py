@@ -153,9 +153,14 @@ def inputs_markdown(run_dir: Path) -> str:
     ]
     for name, info in modalities.items():
         provenance = info.get("provenance", {})
-        made_by = provenance.get("name") or provenance.get("source") or info["key"]
-        if provenance.get("captioner_name"):
-            made_by += f" (captions: {provenance['captioner_name']})"
+        # embedding stores record the embedder as "model" and a caption modality's "captioner_key"
+        made_by = provenance.get("model") or provenance.get("name")
+        if not made_by and provenance.get("source") == "imported":
+            made_by = f"imported from {provenance.get('file')}"
+        made_by = made_by or info["key"]
+        captioner = provenance.get("captioner_name") or provenance.get("captioner_key")
+        if captioner:
+            made_by += f" (captions: {captioner})"
         lines.append(
             f"| {name} | `{info['key']}` | {info['dim']} | {info['missing_items']} | {made_by} |"
         )
