@@ -19,8 +19,10 @@ import argparse
 import base64
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {out}  <- {page.path}  [{verdict}]")
         finally:
             tools.close()
-            process.terminate()
+            os.killpg(process.pid, signal.SIGTERM)  # the browser and its helper processes
             process.wait(timeout=10)
     return 1 if failures else 0
 
