@@ -226,7 +226,7 @@ def caption_store(
                 summary.no_input += 1
                 continue
             # Hash the bytes as they are now: a poster replaced since ingest is captioned again.
-            image_sha256 = _current_sha256(image_path, image_sha256)
+            image_sha256 = _current_sha256(image_path, image_sha256, roots)
             if done.get(item_id) == image_sha256 and image_sha256 is not None:
                 summary.skipped += 1
             else:
@@ -273,13 +273,16 @@ def caption_store(
     return summary
 
 
-def _current_sha256(image_path: str, catalog_sha256: str | None) -> str | None:
-    """The sha256 of the image file's current bytes (the catalog's, when the file is unreadable)."""
+def _current_sha256(
+    image_path: str, catalog_sha256: str | None, roots: Sequence[Path]
+) -> str | None:
+    """The sha256 of the image file's current bytes (the catalog's when unreadable or outside the roots)."""
+    from extractors.images import resolve_image_path
     from pipeline.images import sha256_file
 
     try:
-        return sha256_file(Path(image_path))
-    except OSError:
+        return sha256_file(resolve_image_path(image_path, roots))
+    except (OSError, ValueError):
         return catalog_sha256  # the load below records the error row
 
 
