@@ -235,7 +235,7 @@ def caption_store(
         rows: list[dict[str, Any]] = []
         last_write = time.monotonic()
         with _progress(len(todo), f"caption [{captioner.key}]", progress, on_progress) as advance:
-            for batch in _chunks(len(todo), caption_config.batch_size):
+            for batch in _chunks(len(todo), _caption_batch_size(caption_config)):
                 entries = todo[batch]
                 loaded = [
                     load_image(path, roots, caption_config.max_image_pixels)
@@ -271,6 +271,13 @@ def caption_store(
     summary.stage_seconds = time.perf_counter() - started
     _write_summary(layout.captions(captioner.key).parent / "summary.json", summary)
     return summary
+
+
+def _caption_batch_size(config: CaptionConfig) -> int:
+    """Images handed to the captioner at once; an endpoint gets enough to keep `concurrency` busy."""
+    if config.backend == "openai":
+        return max(config.batch_size, config.concurrency)
+    return config.batch_size
 
 
 def _current_sha256(

@@ -218,3 +218,36 @@ def test_embedder_rejects_garbage(endpoint: FakeEndpoint) -> None:
         endpoint.plan = [action]
         with pytest.raises(EndpointError, match=message):
             embedder.embed(["x"])
+
+
+def test_caption_stage_stores_garbage_as_error_row_and_retries_it(
+    endpoint: FakeEndpoint, tmp_path
+) -> None:
+    import pyarrow as pa
+
+    from pipeline.extract import caption_store
+    from pipeline.schemas import ITEMS
+    from pipeline.store import StoreLayout, write_table
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = []
+    for index, image in enumerate(_images(3)):
+        image.save(images / f"{index}.png")
+        rows.append(
+            {
+                "item_id": f"item{index}",
+                "title": None,
+                "text": None,
+                "image_path": str(images / f"{index}.png"),
+                "image_sha256": None,
+            }
+        )
+    write_table(StoreLayout(tmp_path / "store").items, pa.Table.from_pylist(rows, ITEMS), ITEMS)
+    config = _caption_config(endpoint, batch_size=3)
+    endpoint.plan = ["ok", "garbage", "ok"]
+    first = caption_store(config, tmp_path / "store", [images], progress=False)
+    assert (first.computed, first.failed) == (2, 1) and "garbage answer" in first.errors[0]
+    second = caption_store(config, tmp_path / "store", [images], progress=False)
+    assert (second.computed, second.failed, second.retried, second.skipped) == (1, 0, 1, 2)
+    assert second.name == "openai:served-vlm" and SECRET not in str(first) + str(second)
