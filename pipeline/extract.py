@@ -18,7 +18,14 @@ import pyarrow as pa
 
 from extractors.config import CaptionConfig, EmbedConfig, ModalityConfig, default_modalities
 from pipeline.schemas import CAPTIONS, ITEMS, embeddings
-from pipeline.store import PartStore, StoreLayout, current_key, read_table, set_current
+from pipeline.store import (
+    PartStore,
+    StoreError,
+    StoreLayout,
+    current_key,
+    read_table,
+    set_current,
+)
 
 if TYPE_CHECKING:
     from pipeline.config import Config
@@ -131,7 +138,15 @@ def _write_summary(path: Path, summary: StageSummary) -> None:
 
 def _stored_state(store: PartStore, hash_column: str) -> tuple[dict[str, str], set[str]]:
     """item_id -> input hash of the stored successes, and the item_ids whose newest row is an error."""
-    table = store.read(columns=[hash_column, "error"])
+    for attempt in range(3):
+        try:
+            table = store.read(columns=[hash_column, "error"])
+            break
+        except StoreError:
+            # another shard's compaction removed a part between listing and reading: list again
+            if attempt == 2:
+                raise
+            time.sleep(0.2)
     item_ids = table.column("item_id").to_pylist()
     hashes = table.column(hash_column).to_pylist()
     errors = table.column("error").to_pylist()
