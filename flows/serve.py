@@ -45,11 +45,29 @@ def deployments(config_path: Path) -> list:
     return out
 
 
+def _reachable(api_url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__)
     parser.add_argument("configs", nargs="+", type=Path, help="run configs (TOML) to publish")
     args = parser.parse_args(argv)
     from prefect import serve
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    if not api_url or not _reachable(api_url):
+        raise SystemExit(
+            f"no Prefect server answers at {api_url or '(PREFECT_API_URL is unset)'}: start one with "
+            "`python -m flows.server start` (or `make demo`) and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
 
     serve(*[d for path in args.configs for d in deployments(path)])
 

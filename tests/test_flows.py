@@ -153,3 +153,47 @@ def test_extraction_fans_out_over_a_local_dask_cluster(prefect_api, tmp_path):
         )
     names = [run.name.rsplit("-", 1)[0] for run in task_runs]
     assert names.count("caption") == 3 and names.count("embed") == 3
+
+
+def test_stage_failing_mid_run_keeps_earlier_stores_and_the_rerun_resumes(prefect_api, tmp_path):
+    from flows.dag import extract_and_train
+
+    catalog = make_catalog(tmp_path / "catalog", n_items=15, n_users=10)
+    config = write_config(tmp_path, catalog, name="failing")
+    good = config.read_text()
+    # a modality name the data does not have: the train stage fails after extraction succeeded
+    config.write_text(good.replace('model = "lirdrec"', 'model = "lirdrec"\nmm_weights = { caption = 0.5, image = 0.5 }'))
+    failed = extract_and_train(str(config), return_state=True)
+    assert failed.is_failed()
+    states = task_states(failed)
+    assert states["caption"] == "Completed" and states["embed"] == "Completed"
+    assert states["train"] == "Failed"
+    with pytest.raises(Exception, match="mm_weights"):
+        failed.result()
+
+    config.write_text(good)
+    rerun = extract_and_train(str(config), return_state=True)
+    assert rerun.is_completed()
+    assert task_states(rerun) == {
+        "ingest": "Skipped",
+        "caption": "Skipped",
+        "embed": "Skipped",
+        "train": "Completed",
+        "rank": "Completed",
+    }
+
+
+def test_serving_without_a_server_says_how_to_start_one():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # nothing listens on port 9
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.serve", str(root / "configs" / "bench-ml100k-mmrec.toml")],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "no Prefect server answers at http://127.0.0.1:9/api" in result.stderr
+    assert "Traceback" not in result.stderr
