@@ -1,0 +1,206 @@
+"""The caption stage: describe each catalog image with the configured captioner, incrementally."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from extractors.config import CaptionConfig
+from pipeline.schemas import CAPTIONS, ITEMS
+from pipeline.store import (
+    PartStore,
+    StoreLayout,
+    read_table,
+    set_current,
+)
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
+
+from pipeline.extract.common import (
+    CAPTION_PART_ROWS,
+    PART_SECONDS,
+    StageSummary,
+    chunks,
+    count_outcome,
+    lock_name,
+    progress_bar,
+    shard_items,
+    stored_state,
+    write_summary,
+)
+
+log = logging.getLogger(__name__)
+
+
+def image_roots(config: Config) -> list[Path]:
+    """Folders the catalog's image paths must stay inside: the dataset's own, and the store's image cache."""
+    dataset = config.dataset
+    roots = [StoreLayout(Path(config.store)).image_cache]
+    if dataset.kind == "movielens":
+        roots.append(Path(dataset.path))
+    elif dataset.kind == "generic":
+        roots.append(Path(dataset.image_root) if dataset.image_root else Path(dataset.items).parent)
+    return roots
+
+
+def caption(
+    config: Config,
+    force: bool = False,
+    progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> StageSummary:
+    """The caption stage for a run config (see caption_store)."""
+    return caption_store(
+        config.caption,
+        Path(config.store),
+        image_roots(config),
+        force=force,
+        progress=progress,
+        shard=shard,
+        on_progress=on_progress,
+    )
+
+
+def caption_store(
+    caption_config: CaptionConfig,
+    store_root: Path,
+    roots: Sequence[Path],
+    force: bool = False,
+    progress: bool = True,
+    part_rows: int = CAPTION_PART_ROWS,
+    shard: tuple[int, int] = (0, 1),
+    on_progress: Callable[[int, int], None] | None = None,
+) -> StageSummary:
+    """Caption every catalog item whose (image_sha256, captioner key) is not stored yet; `force` redoes all.
+
+    Holds the store folder's lock while working, so a second run waits and then finds the work done.
+    """
+    from extractors.factory import build_captioner, caption_each
+    from extractors.images import load_image
+
+    layout = StoreLayout(Path(store_root))
+    items = read_table(layout.items, ITEMS, columns=["item_id", "image_path", "image_sha256"])
+    items = shard_items(items, shard)
+    started = time.perf_counter()
+    built = build_captioner(caption_config)
+    captioner = built.captioner
+    summary = StageSummary(
+        "caption",
+        captioner.key,
+        captioner.name,
+        items=items.num_rows,
+        warnings=list(built.warnings),
+        load_seconds=time.perf_counter() - started,
+    )
+    store = PartStore(layout.captions(captioner.key), CAPTIONS)
+    provenance = {
+        "captioner_key": captioner.key,
+        "captioner_name": captioner.name,
+        "settings": _caption_settings(caption_config, captioner.key),
+    }
+    started = time.perf_counter()
+    with store.lock(lock_name(shard)):
+        done, failed_before = ({}, set()) if force else stored_state(store, "image_sha256")
+        todo = []
+        for item_id, image_path, image_sha256 in zip(
+            *(items.column(c).to_pylist() for c in ("item_id", "image_path", "image_sha256")),
+            strict=True,
+        ):
+            if image_path is None:
+                summary.no_input += 1
+                continue
+            # Hash the bytes as they are now: a poster replaced since ingest is captioned again.
+            image_sha256 = _current_sha256(image_path, image_sha256, roots)
+            if done.get(item_id) == image_sha256 and image_sha256 is not None:
+                summary.skipped += 1
+            else:
+                todo.append((item_id, image_path, image_sha256))
+        summary.retried = sum(item_id in failed_before for item_id, _, _ in todo)
+        rows: list[dict[str, Any]] = []
+        last_write = time.monotonic()
+        with progress_bar(
+            len(todo), f"caption [{captioner.key}]", progress, on_progress
+        ) as advance:
+            for batch in chunks(len(todo), _caption_batch_size(caption_config)):
+                entries = todo[batch]
+                loaded = [
+                    load_image(path, roots, caption_config.max_image_pixels)
+                    for _, path, _ in entries
+                ]
+                good = [index for index, image in enumerate(loaded) if image.error is None]
+                results: dict[int, tuple[str | None, str | None]] = {
+                    index: (None, image.error)
+                    for index, image in enumerate(loaded)
+                    if image.error is not None
+                }
+                if good:
+                    outputs = caption_each(captioner, [loaded[index].image for index in good])
+                    results.update(zip(good, outputs, strict=True))
+                for index, (item_id, _, image_sha256) in enumerate(entries):
+                    text, error = results[index]
+                    rows.append(
+                        {
+                            "item_id": item_id,
+                            "image_sha256": image_sha256,
+                            "caption": text,
+                            "error": error,
+                        }
+                    )
+                    count_outcome(summary, item_id, error)
+                advance(len(entries))
+                if len(rows) >= part_rows or time.monotonic() - last_write > PART_SECONDS:
+                    store.append(pa.Table.from_pylist(rows, CAPTIONS), provenance)
+                    rows, last_write = [], time.monotonic()
+        store.append(pa.Table.from_pylist(rows, CAPTIONS), provenance)
+    store.compact()
+    set_current(layout.captions(captioner.key).parent, captioner.key)
+    summary.stage_seconds = time.perf_counter() - started
+    write_summary(layout.captions(captioner.key).parent / "summary.json", summary)
+    return summary
+
+
+def _caption_batch_size(config: CaptionConfig) -> int:
+    """Images handed to the captioner at once; an endpoint gets enough to keep `concurrency` busy."""
+    if config.backend == "openai":
+        return max(config.batch_size, config.concurrency)
+    return config.batch_size
+
+
+def _current_sha256(
+    image_path: str, catalog_sha256: str | None, roots: Sequence[Path]
+) -> str | None:
+    """The sha256 of the image file's current bytes (the catalog's when unreadable or outside the roots)."""
+    from extractors.images import resolve_image_path
+    from pipeline.images import sha256_file
+
+    try:
+        return sha256_file(resolve_image_path(image_path, roots))
+    except (OSError, ValueError):
+        return catalog_sha256  # the load below records the error row
+
+
+def _caption_settings(config: CaptionConfig, key: str) -> dict[str, Any]:
+    """Provenance of a caption store: what produced it (never the API key, only the variable's name)."""
+    if key.startswith("descriptor"):
+        return {"backend": "descriptor", "note": "classical image statistics; not a multimodal LLM"}
+    settings = asdict(config)
+    return {
+        name: settings[name]
+        for name in (
+            "backend",
+            "model",
+            "revision",
+            "prompt",
+            "max_new_tokens",
+            "base_url",
+            "api_key_env",
+        )
+    }
