@@ -120,6 +120,26 @@ def stop_process(name: str) -> bool:
     return stopped
 
 
+def stop_flow_runs() -> int:
+    """Stop flow-run processes that the served deployments started (they run in their own sessions)."""
+    stopped = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"prefect.engine" in command and f"PREFECT_HOME={HOME}".encode() in environ:
+            try:
+                os.kill(int(proc.name), signal.SIGTERM)
+                stopped += 1
+            except ProcessLookupError:
+                pass
+    return stopped
+
+
 def demo(config_path: Path, force: str | None = None) -> int:
     """Server up, deployments served, one run of extract-and-train/<name> waited for and reported."""
     os.environ.update(prefect_env())
@@ -170,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for name in ("serve", "server"):
         print(f"{name}: {'stopped' if stop_process(name) else 'not running'}")
+    runs = stop_flow_runs()
+    if runs:
+        print(f"flow runs in progress: {runs} stopped")
     return 0
 
 
