@@ -13,7 +13,7 @@ from model.baselines import BPRMF, LightGCN, Popularity
 from model.config import TrainConfig, resolve_mm_weights
 from model.data import RecData
 from model.graph import item_item_graph, knn_neighbours, knn_recall, user_item_adjacency
-from model.lirdrec import LIRDRec, dct_features
+from model.lirdrec import LIRDRec
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,11 +61,9 @@ def build_model(config: TrainConfig, data: RecData, device: torch.device,
     mm_adjacency = item_item_graph(knn_graphs(config, data, log), weights, data.n_items)
     log(f"item graph: {len(weights)} modalities, k={config.knn_k}, {config.knn_method}, "
         f"{mm_adjacency.values().numel()} edges, {time.perf_counter() - started:.1f}s")
-    raw = [data.features[name] for name in data.modalities]
     dtype = torch.bfloat16 if config.feature_dtype == "bfloat16" else torch.float32
-    features = [_to_device(x, device, dtype) for x in raw]
-    shared = _to_device(dct_features(raw), device, dtype)
-    return LIRDRec(data.n_users, features, shared, adjacency.to(device), mm_adjacency.to(device),
+    features = [_to_device(data.features[name], device, dtype) for name in data.modalities]
+    return LIRDRec(data.n_users, features, adjacency.to(device), mm_adjacency.to(device),
                    embedding_size=config.embedding_size, n_ui_layers=config.n_ui_layers,
                    n_mm_layers=config.n_mm_layers, decay_weight=config.decay_weight,
                    decay_base=config.decay_base, reg_weight=config.reg_weight).to(device)

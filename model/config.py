@@ -44,7 +44,7 @@ class TrainConfig:
     patience: int = 20  # stop when valid Recall@20 has not improved for `patience` epochs (+1 fails)
     seed: int = 999
     device: str = "auto"  # "auto" (cuda when present) | "cpu" | "cuda" | "cuda:N"
-    eval_user_chunk: int = 0  # users scored at once; 0 = auto (score block <= 2**25 floats)
+    eval_user_chunk: int = 0  # users scored at once; 0 = auto (score block <= 2**24 floats)
     topk: tuple[int, ...] = (5, 10, 20, 50)
     feature_dtype: str = "float32"  # "bfloat16" runs the feature matmuls in bf16 (faster, ~same)
     num_threads: int = 0  # torch CPU threads; 0 = torch's default

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.lirdrec import LIRDRec, dct_features
+from model.lirdrec import LIRDRec
 
 
 @torch.no_grad()
@@ -37,13 +37,10 @@ def encode_new_items(model: LIRDRec, catalog_features: dict[str, np.ndarray],
                              f"{new_features[name].shape}, expected ({n_new}, "
                              f"{catalog_features[name].shape[1]})")
     model.eval()
-    device = model.theta.device
-    dtype = model.shared_features.dtype
-    raw = [np.ascontiguousarray(new_features[name], dtype=np.float32) for name in names]
-    inputs = [torch.from_numpy(x).to(device=device, dtype=dtype) for x in raw]
-    shared = torch.from_numpy(dct_features(raw)).to(device=device, dtype=dtype)
-    streams = [encoder(x) for encoder, x in zip(model.encoders, inputs, strict=True)]
-    streams.append(model.shared_encoder(shared))
+    device, dtype = model.theta.device, model.features_0.dtype
+    inputs = [torch.from_numpy(np.ascontiguousarray(new_features[name], dtype=np.float32))
+              .to(device=device, dtype=dtype) for name in names]
+    streams = model.item_streams(inputs)  # S tensors (N, d)
     new_rows = torch.cat([F.normalize(r, dim=1) for r in streams], dim=1)  # (N, S*d)
     _, catalog_rows = model.propagated_rows()  # (I, S*d)
 

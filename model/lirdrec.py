@@ -19,8 +19,8 @@ schedule. Not here: graph building (graph.py), training (train.py), new-item vec
 
 from __future__ import annotations
 
-import numpy as np
-import scipy.fft
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,12 +37,12 @@ class FeatureEncoder(nn.Module):
         self.out = nn.Linear(4 * d, d, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x may be stored in bfloat16 (TrainConfig.feature_dtype): the wide matmul runs in x's
-        # dtype, everything after it in float32.
-        weight, bias = self.hidden.weight.to(x.dtype), self.hidden.bias.to(x.dtype)
-        hidden = F.linear(x, weight, bias).float()  # (I, 4d)
+        return self.head(self.hidden(x))  # (I, D) -> (I, d)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """What follows the first layer: (I, 4d) pre-activations -> (I, d)."""
         # in place: one (I, 4d) activation kept for backward instead of two (matters at 10^6 items)
-        return self.out(F.leaky_relu(hidden, inplace=True))  # (I, d)
+        return self.out(F.leaky_relu(hidden, inplace=True))
 
 
 class StreamScorer(nn.Module):
@@ -56,17 +56,34 @@ class StreamScorer(nn.Module):
         return self.net(block)  # (U, d) -> (U, 1)
 
 
-def dct_features(features: list[np.ndarray], chunk: int = 16384) -> np.ndarray:
-    """concat_m DCT-II(x_m) along the feature axis (orthonormal), (I, sum D_m) float32."""
-    n_items = features[0].shape[0]
-    shared = np.empty((n_items, sum(x.shape[1] for x in features)), dtype=np.float32)
-    column = 0
-    for x in features:
-        for start in range(0, n_items, chunk):  # in row chunks: scipy's temporaries stay small
-            shared[start:start + chunk, column:column + x.shape[1]] = scipy.fft.dct(
-                x[start:start + chunk], type=2, norm="ortho", axis=1)
-        column += x.shape[1]
-    return shared
+def _ortho_scale(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    scale = torch.full((n,), math.sqrt(2.0 / n), dtype=dtype, device=device)
+    scale[0] = math.sqrt(1.0 / n)
+    return scale
+
+
+def dct_rows(x: torch.Tensor) -> torch.Tensor:
+    """Orthonormal DCT-II along the last axis (= scipy.fft.dct(x, 2, norm="ortho")), via one FFT."""
+    n = x.shape[-1]
+    reordered = torch.cat([x[..., ::2], x[..., 1::2].flip(-1)], dim=-1)  # Makhoul's ordering
+    k = torch.arange(n, dtype=x.dtype, device=x.device)
+    twiddle = torch.polar(torch.ones_like(k), -math.pi * k / (2 * n))
+    return (torch.fft.fft(reordered, dim=-1) * twiddle).real * _ortho_scale(n, x.dtype, x.device)
+
+
+def idct_rows(y: torch.Tensor) -> torch.Tensor:
+    """The inverse of dct_rows (orthonormal DCT-III = scipy.fft.idct(y, 2, norm="ortho"));
+    differentiable, and its gradient is dct_rows of the incoming gradient."""
+    n = y.shape[-1]
+    plain = y / _ortho_scale(n, y.dtype, y.device)
+    mirrored = torch.cat([torch.zeros_like(plain[..., :1]), plain[..., 1:].flip(-1)], dim=-1)
+    k = torch.arange(n, dtype=y.dtype, device=y.device)
+    spectrum = torch.complex(plain, -mirrored) * torch.polar(torch.ones_like(k),
+                                                             math.pi * k / (2 * n))
+    reordered = torch.fft.ifft(spectrum, dim=-1).real  # even positions, then odd ones reversed
+    evens, odds = reordered[..., : (n + 1) // 2], reordered[..., (n + 1) // 2:].flip(-1)
+    odds = F.pad(odds, (0, evens.shape[-1] - odds.shape[-1]))  # odd n: one odd position fewer
+    return torch.stack([evens, odds], dim=-1).flatten(-2)[..., :n]
 
 
 def propagate_sum(adjacency: torch.Tensor, rows: torch.Tensor, n_layers: int) -> torch.Tensor:
@@ -103,26 +120,25 @@ def lirdrec_loss(user_vectors: torch.Tensor, item_vectors: torch.Tensor, users: 
 class LIRDRec(nn.Module):
     """The model: frozen features and graphs in, (U, S*d) user and (I, S*d) item vectors out."""
 
-    def __init__(self, n_users: int, features: list[torch.Tensor], shared_features: torch.Tensor,
-                 ui_adjacency: torch.Tensor, mm_adjacency: torch.Tensor, *, embedding_size: int,
-                 n_ui_layers: int, n_mm_layers: int, decay_weight: float, decay_base: float,
+    def __init__(self, n_users: int, features: list[torch.Tensor], ui_adjacency: torch.Tensor,
+                 mm_adjacency: torch.Tensor, *, embedding_size: int, n_ui_layers: int,
+                 n_mm_layers: int, decay_weight: float, decay_base: float,
                  reg_weight: float) -> None:
         super().__init__()
         d = embedding_size
-        self.n_users, self.n_items = n_users, shared_features.shape[0]
+        self.n_users, self.n_items = n_users, features[0].shape[0]
         self.n_streams = len(features) + 1
         self.d, self.n_ui_layers, self.n_mm_layers = d, n_ui_layers, n_mm_layers
         self.decay_base, self.reg_weight = decay_base, reg_weight
         # Frozen inputs: non-persistent buffers move with .to(device) but stay out of checkpoints.
         for m, x in enumerate(features):
             self.register_buffer(f"features_{m}", x, persistent=False)  # (I, D_m)
-        self.register_buffer("shared_features", shared_features, persistent=False)  # (I, sum D)
         self.register_buffer("ui_adjacency", ui_adjacency, persistent=False)  # (U+I, U+I)
         self.register_buffer("mm_adjacency", mm_adjacency, persistent=False)  # (I, I)
         self.register_buffer("mm_adjacency_t", transpose_csr(mm_adjacency), persistent=False)
 
         self.encoders = nn.ModuleList(FeatureEncoder(x.shape[1], d) for x in features)
-        self.shared_encoder = FeatureEncoder(shared_features.shape[1], d)
+        self.shared_encoder = FeatureEncoder(sum(x.shape[1] for x in features), d)
         self.user_preference = nn.ParameterList(
             nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, d)))
             for _ in range(self.n_streams))
@@ -133,11 +149,28 @@ class LIRDRec(nn.Module):
         self.register_buffer("w2", torch.tensor(1.0 - decay_weight, dtype=torch.float64))
         self.register_buffer("last_attention", torch.zeros(n_users, self.n_streams))
 
-    def item_streams(self) -> list[torch.Tensor]:
-        """Each stream's item rows from the features: S tensors of (I, d)."""
-        features = [getattr(self, f"features_{m}") for m in range(self.n_streams - 1)]
-        rows = [encoder(x) for encoder, x in zip(self.encoders, features, strict=True)]
-        return rows + [self.shared_encoder(self.shared_features)]
+    def item_streams(self, features: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Each stream's item rows from the features (default: the catalog's): S tensors (I, d).
+
+        The shared stream's first layer acts on concat_m DCT(x_m) (section 2). The orthonormal
+        DCT is linear, so DCT(x) W^T = x IDCT(W)^T: it runs on the raw features with its weight
+        rows inverse-transformed (an FFT of a (4d, D_m) matrix), fused with modality m's own
+        first layer into one (I, D_m) x (D_m, 8d) product. Same numbers as transforming the
+        features, without storing a DCT copy of them. Features may be bfloat16
+        (TrainConfig.feature_dtype): the wide products run in their dtype, the rest in float32.
+        """
+        if features is None:
+            features = [getattr(self, f"features_{m}") for m in range(self.n_streams - 1)]
+        shared = self.shared_encoder.hidden
+        shared_hidden, offset, rows = shared.bias, 0, []
+        for encoder, x in zip(self.encoders, features, strict=True):
+            shared_block = idct_rows(shared.weight[:, offset:offset + x.shape[1]])  # (4d, D_m)
+            offset += x.shape[1]
+            weight = torch.cat([encoder.hidden.weight, shared_block]).to(x.dtype)  # (8d, D_m)
+            own, shared_part = F.linear(x, weight).float().split(4 * self.d, dim=1)  # (I, 4d) x2
+            rows.append(encoder.head(own + encoder.hidden.bias))  # (I, d)
+            shared_hidden = shared_hidden + shared_part  # (I, 4d)
+        return rows + [self.shared_encoder.head(shared_hidden)]
 
     def propagated_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Step 3: normalised streams propagated on the user-item graph, (U, S*d) and (I, S*d)."""

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 METRICS = ("recall", "ndcg", "precision", "map")
-SCORE_BLOCK = 2**25  # floats per (users x items) score block when the chunk size is automatic
+SCORE_BLOCK = 2**24  # floats per (users x items) score block when the chunk size is automatic
 
 
 def metrics_from_hits(hits: np.ndarray, n_held_out: np.ndarray, ks: tuple[int, ...]) -> dict:

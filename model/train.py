@@ -127,6 +127,7 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
             loss.backward()
             optimizer.step()
             loss_sum += loss.item() * len(batch)
+            del user_vectors, item_vectors, loss  # free before the next forward or evaluation
         mean_loss = loss_sum / len(order)
         if not np.isfinite(mean_loss):
             raise FloatingPointError(f"epoch {epoch}: training loss is {mean_loss}; "

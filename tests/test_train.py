@@ -96,3 +96,15 @@ def test_progress_lines_are_logged(tmp_path):
     train(dataclasses.replace(CONFIG, epochs=2), planted_data(), tmp_path, log=lines.append)
     assert sum(line.startswith("epoch ") for line in lines) == 2
     assert lines[-1].startswith("best epoch")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_matches_cpu_closely(tmp_path):
+    data = planted_data()
+    config = dataclasses.replace(CONFIG, epochs=3)
+    on_cpu = train(config, data, tmp_path / "cpu", **QUIET).metrics
+    on_gpu = train(dataclasses.replace(config, device="cuda"), data, tmp_path / "gpu",
+                   **QUIET).metrics
+    assert on_gpu["config"]["device"] == "cuda"
+    assert on_gpu["test"]["recall@20"] == pytest.approx(on_cpu["test"]["recall@20"], abs=0.05)
