@@ -75,14 +75,17 @@ def main() -> None:
     model = build_model(config, data, torch.device("cpu"), log=lambda s: print(s, flush=True))
     build = time.perf_counter() - tick
     print(f"model + graphs built in {build:.0f}s; peak RSS {peak_rss_gb():.1f} GB", flush=True)
+    # The model holds its own (bfloat16) feature copies: drop the float32 input matrices.
+    train_pairs, valid_pairs, n_items = data.train, data.valid, data.n_items
+    del data
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    sampler, rng = NegativeSampler(data.train, data.n_items), np.random.default_rng(0)
-    order = rng.permutation(len(data.train))
+    sampler, rng = NegativeSampler(train_pairs, n_items), np.random.default_rng(0)
+    order = rng.permutation(len(train_pairs))
     step_seconds = []
     for step in range(args.steps):
         tick = time.perf_counter()
-        batch = data.train[order[step * config.batch_size:(step + 1) * config.batch_size]]
+        batch = train_pairs[order[step * config.batch_size:(step + 1) * config.batch_size]]
         users, positives = (torch.as_tensor(batch[:, i]) for i in (0, 1))
         negatives = torch.as_tensor(sampler.sample(batch[:, 0], rng))
         user_vectors, item_vectors = model()
@@ -101,16 +104,16 @@ def main() -> None:
     with torch.no_grad():
         user_vectors, item_vectors = model()
     forward = time.perf_counter() - tick
-    valid_users = np.unique(data.valid[:, 0])
-    sample = data.valid[np.isin(data.valid[:, 0], valid_users[:256])]
+    valid_users = np.unique(valid_pairs[:, 0])
+    sample = valid_pairs[np.isin(valid_pairs[:, 0], valid_users[:256])]
     tick = time.perf_counter()
-    evaluate(user_vectors, item_vectors, sample, data.train, config.topk, user_chunk=32)
+    evaluate(user_vectors, item_vectors, sample, train_pairs, config.topk, user_chunk=32)
     chunk_seconds = time.perf_counter() - tick
     eval_estimate = forward + chunk_seconds * len(valid_users) / 256
-    steps_per_epoch = -(-len(data.train) // config.batch_size)
+    steps_per_epoch = -(-len(train_pairs) // config.batch_size)
     median_step = statistics.median(step_seconds)
     print(json.dumps({
-        "items": args.items, "users": n_users, "train_pairs": len(data.train),
+        "items": args.items, "users": n_users, "train_pairs": len(train_pairs),
         "feature_dtype": args.feature_dtype, "data_seconds": round(made),
         "build_seconds": round(build), "steps": args.steps,
         "median_step_seconds": round(median_step, 2),
