@@ -9,7 +9,6 @@ and the deployments stay up. `python -m flows.server stop` stops both.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -146,7 +145,7 @@ def demo(config_path: Path, force: str | None = None) -> int:
     from prefect.deployments import run_deployment
 
     from pipeline.config import load_config
-    from pipeline.report import mean_std_rows, metrics_rows
+    from pipeline.report import metrics_rows, metrics_table
 
     config = load_config(config_path)
     start_server()
@@ -167,8 +166,7 @@ def demo(config_path: Path, force: str | None = None) -> int:
     from pipeline.training import current_runs
 
     runs = current_runs(config)
-    rows = metrics_rows(runs)
-    print(json.dumps(mean_std_rows(rows) if len(rows) > 1 else rows, indent=2))
+    print(metrics_table(metrics_rows(runs)))
     print(f"run folder: {runs[0]}")
     print(f"the server and the deployments stay up at {UI_URL}; `make stop` stops them")
     return 0

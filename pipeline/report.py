@@ -165,3 +165,26 @@ def inputs_markdown(run_dir: Path) -> str:
             f"| {name} | `{info['key']}` | {info['dim']} | {info['missing_items']} | {made_by} |"
         )
     return "\n".join(lines)
+
+
+def metrics_table(
+    rows: list[dict],
+    columns: tuple[str, ...] = (
+        "valid recall@20",
+        "test recall@20",
+        "test ndcg@20",
+        "test_cold recall@20",
+        "test_cold ndcg@20",
+    ),
+) -> str:
+    """A plain-text table of metrics_rows (one line per run) for a terminal."""
+    header = ["model", "seed", "best epoch", *columns]
+    lines = [header] + [
+        [row["model"], str(row["seed"]), str(row["best_epoch"])]
+        + ["-" if row.get(c) is None else f"{row[c]:.4f}" for c in columns]
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in lines
+    )
