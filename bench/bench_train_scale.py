@@ -95,7 +95,7 @@ def main() -> None:
         optimizer.step()
         del user_vectors, item_vectors
         step_seconds.append(time.perf_counter() - tick)
-        if step % 10 == 0 or step == args.steps - 1:
+        if args.steps <= 20 or step % 10 == 0 or step == args.steps - 1:
             print(f"step {step + 1}: loss {loss.item():.5f}, {step_seconds[-1]:.1f}s, "
                   f"peak RSS {peak_rss_gb():.1f} GB", flush=True)
 

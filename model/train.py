@@ -166,9 +166,10 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
     metrics = _final_metrics(config, data, run_dir, device, history, best_epoch, build_seconds,
                              fingerprint)
     write_json(run_dir / "metrics.json", metrics)
+    cold_note = (f"cold R@20 {metrics['test_cold']['recall@20']:.4f}, {metrics['n_cold_items']} cold "
+                 "items ranked among themselves" if metrics["test_cold"] else "no cold items")
     log(f"best epoch {best_epoch}: test R@20 {metrics['test'].get('recall@20', float('nan')):.4f} "
-        f"N@20 {metrics['test'].get('ndcg@20', float('nan')):.4f}  (cold R@20 "
-        f"{metrics['test_cold'].get('recall@20', float('nan')):.4f})")
+        f"N@20 {metrics['test'].get('ndcg@20', float('nan')):.4f}  ({cold_note})")
     return TrainResult(run_dir=run_dir, best_epoch=best_epoch, epochs_run=len(history),
                        metrics=metrics)
 
