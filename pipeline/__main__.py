@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         if stage in ("caption", "embed", "all"):
             sub.add_argument("--force", action="store_true", help="recompute what the store already has")
         if stage == "train":
-            sub.add_argument("--search", action="store_true", help="run the config's [search] grid first")
+            sub.add_argument("--search", action="store_true", help="run the config's [search] grid, then train the point it selects")
             sub.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     rank = commands.add_parser("rank", help="FAISS index + each user's top-K candidates for a run")
     rank.add_argument("--run", required=True, type=Path, help="the run folder that `train` printed")
@@ -82,9 +82,11 @@ def run_stage(stage: str, config, args: argparse.Namespace) -> None:
     elif stage == "train":
         from pipeline.training import search, train
 
-        if args.search:
-            print(search(config))
-        outcome = train(config, resume=not args.fresh)
+        selected = None
+        if args.search:  # the grid within its budget, then the selected point trained in full
+            table, selected = search(config)
+            print(table)
+        outcome = train(config, resume=not args.fresh, train_config=selected)
         print(outcome.run_dir)  # last line: the run folder
 
 

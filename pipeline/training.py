@@ -213,8 +213,13 @@ def current_runs(config: Config) -> list[Path]:
     return folders
 
 
-def search(config: Config, log=print) -> str:
-    """The config's [search] grid on its data, chosen by VALID Recall@20; a markdown table."""
+def search(config: Config, log=print) -> tuple[str, object]:
+    """The config's [search] grid on its data, chosen by VALID Recall@20 within the budget.
+
+    Returns a markdown table of the trained points and the selected TrainConfig: the config's
+    [train] with the winning overrides and its own `epochs` (the budget's max_epochs only bounds
+    the search runs), for `train(config, train_config=...)` to train in full.
+    """
     from model.search import format_table, run_search
 
     if config.search is None:
@@ -229,4 +234,6 @@ def search(config: Config, log=print) -> str:
     ).hexdigest()
     run_root = StoreLayout(config.store).runs / f"search-{config.train.model}-{digest}"
     result = run_search(config.train, config.search, inputs.data, run_root, log=log)
-    return format_table(result) + f"\nselected by valid recall@20; runs under {run_root}"
+    selected = dataclasses.replace(config.train, **result.best["overrides"])
+    table = format_table(result) + f"\nselected by valid recall@20; runs under {run_root}"
+    return table, selected

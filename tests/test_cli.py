@@ -104,3 +104,17 @@ def test_unknown_user_is_a_clear_error(trained):
     result = cli("recommend", "--run", str(run_dir), "--user", "nobody", check=False)
     assert result.returncode == 2
     assert "nobody" in result.stderr
+
+
+def test_search_then_trains_the_selected_point_in_full(trained):
+    root, config, run_dir = trained
+    searched = root / "searched.toml"
+    searched.write_text(config.read_text() + "\n[search]\ngrid = { learning_rate = [1e-4, 1e-2] }\n"
+                        "max_configs = 2\nmax_epochs = 1\n")
+    result = cli("train", "--config", str(searched), "--search")
+    table = json.loads((next((root / "store-tiny" / "runs").glob("search-lirdrec-*")) / "search.json").read_text())
+    chosen = table["rows"][table["best_index"]]
+    assert all(row["epochs_run"] == 1 for row in table["rows"])  # the budget bounds the search runs
+    final = json.loads((Path(result.stdout.strip().splitlines()[-1]) / "metrics.json").read_text())
+    assert final["config"]["learning_rate"] == chosen["overrides"]["learning_rate"]
+    assert final["epochs_run"] == 3  # the selected point trained with the config's own epochs
