@@ -23,7 +23,7 @@ def config_dict(config: TrainConfig) -> dict[str, Any]:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(state, temporary)
     os.replace(temporary, path)
 
@@ -47,7 +47,7 @@ def load_checkpoint(path: Path, config: TrainConfig, fingerprint: str) -> dict[s
 
 def save_vectors(run_dir: Path, user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> None:
     for name, vectors in (("user_vectors", user_vectors), ("item_vectors", item_vectors)):
-        temporary = run_dir / f"{name}.tmp.npy"
+        temporary = run_dir / f"{name}.{os.getpid()}.tmp.npy"
         np.save(temporary, vectors.detach().float().cpu().numpy())
         os.replace(temporary, run_dir / f"{name}.npy")
 
@@ -58,7 +58,7 @@ def load_vectors(run_dir: Path, device: torch.device) -> tuple[torch.Tensor, tor
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, path)
 
@@ -72,7 +72,7 @@ def read_history(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
 
 
 def write_history(path: Path, lines: list[dict[str, Any]]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     temporary.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
     os.replace(temporary, path)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,7 +182,7 @@ def _add_inputs_to_metrics(run_dir: Path, inputs: TrainInputs) -> None:
     path = run_dir / "metrics.json"
     metrics = json.loads(path.read_text())
     metrics["inputs"] = _inputs_record(inputs)
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(json.dumps(metrics, indent=2, default=str))
     tmp.replace(path)
 

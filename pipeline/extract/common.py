@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -125,7 +126,7 @@ def chunks(count: int, rows: int) -> Iterator[slice]:
 
 def write_summary(path: Path, summary: StageSummary) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent runs write it too
     tmp.write_text(json.dumps(summary.to_dict(), indent=2))
     tmp.replace(path)
 
