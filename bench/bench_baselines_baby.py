@@ -80,5 +80,6 @@ def report(model: str, what: str, recall: float, ndcg: float) -> None:
           f"({(recall / paper_recall - 1) * 100:+.1f}% vs MMRec {paper_recall}), N@20 {ndcg:.4f} "
           f"({(ndcg / paper_ndcg - 1) * 100:+.1f}% vs MMRec {paper_ndcg})", flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +25,7 @@ from pipeline.splits import (
     random_split,
     temporal_split,
 )
-from pipeline.store import PartStore, StoreLayout, write_table
+from pipeline.store import PartStore, StoreLayout, write_json, write_table
 
 if TYPE_CHECKING:
     from pipeline.config import Config, SplitConfig
@@ -124,7 +121,7 @@ def ingest(config: Config, progress: bool = False) -> IngestSummary:
         step("summary")
         summary = _summary(config, source, items, split, layout, features)
         summary.seconds = time.perf_counter() - started
-        _write_json(layout.ingest_summary, summary.to_dict())
+        write_json(layout.ingest_summary, summary.to_dict())
     return summary
 
 
@@ -353,14 +350,6 @@ def _summary(
     )
 
 
-def _write_json(path: Path, value: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps(value, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,14 @@ import pyarrow.parquet as pq
 from pipeline import schemas
 from pipeline.config import Config
 from pipeline.splits import catalog_order, codes_in
-from pipeline.store import PartStore, StoreError, StoreLayout, current_key, read_table
+from pipeline.store import (
+    PartStore,
+    StoreError,
+    StoreLayout,
+    current_key,
+    read_table,
+    write_json,
+)
 
 CONFIG_SNAPSHOT = "config.json"
 INPUTS_FILE = "inputs.json"
@@ -182,9 +188,7 @@ def _add_inputs_to_metrics(run_dir: Path, inputs: TrainInputs) -> None:
     path = run_dir / "metrics.json"
     metrics = json.loads(path.read_text())
     metrics["inputs"] = _inputs_record(inputs)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, default=str))
-    tmp.replace(path)
+    write_json(path, metrics)
 
 
 def run_config(run_dir: Path) -> Config:

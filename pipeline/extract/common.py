@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +17,7 @@ import pyarrow as pa
 from pipeline.store import (
     PartStore,
     StoreError,
+    write_json,
 )
 
 if TYPE_CHECKING:
@@ -125,10 +124,7 @@ def chunks(count: int, rows: int) -> Iterator[slice]:
 
 
 def write_summary(path: Path, summary: StageSummary) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent runs write it too
-    tmp.write_text(json.dumps(summary.to_dict(), indent=2))
-    tmp.replace(path)
+    write_json(path, summary.to_dict())  # concurrent runs write it too: unique temp names
 
 
 def stored_state(store: PartStore, hash_column: str) -> tuple[dict[str, str], set[str]]:
