@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,18 @@ def config_dict(config: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))  # tuples -> lists, JSON-clean
 
 
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """`write` into a temp file of this call's own (two runs never share one), then rename it."""
+    temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    _write_atomically(path, lambda temporary: torch.save(state, temporary))
 
 
 def load_checkpoint(path: Path, config: TrainConfig, fingerprint: str) -> dict[str, Any]:
@@ -47,9 +57,8 @@ def load_checkpoint(path: Path, config: TrainConfig, fingerprint: str) -> dict[s
 
 def save_vectors(run_dir: Path, user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> None:
     for name, vectors in (("user_vectors", user_vectors), ("item_vectors", item_vectors)):
-        temporary = run_dir / f"{name}.{os.getpid()}.tmp.npy"
-        np.save(temporary, vectors.detach().float().cpu().numpy())
-        os.replace(temporary, run_dir / f"{name}.npy")
+        array = vectors.detach().float().cpu().numpy()
+        _write_atomically(run_dir / f"{name}.npy", lambda temporary, array=array: np.save(temporary, array))
 
 
 def load_vectors(run_dir: Path, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,9 +67,8 @@ def load_vectors(run_dir: Path, device: torch.device) -> tuple[torch.Tensor, tor
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    text = json.dumps(payload, indent=2) + "\n"
+    _write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def read_history(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
@@ -72,9 +80,8 @@ def read_history(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
 
 
 def write_history(path: Path, lines: list[dict[str, Any]]) -> None:
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    temporary.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-    os.replace(temporary, path)
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    _write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def append_history(path: Path, line: dict[str, Any]) -> None:
