@@ -350,8 +350,6 @@ def _summary(
     )
 
 
-
-
 @contextmanager
 def _steps(progress: bool, total: int) -> Iterator:
     """A callable that names the next step, shown as a progress bar when `progress` is set."""

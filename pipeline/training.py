@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,9 @@ from pipeline.store import (
     read_table,
     write_json,
 )
+
+if TYPE_CHECKING:
+    from model.config import TrainConfig
 
 CONFIG_SNAPSHOT = "config.json"
 INPUTS_FILE = "inputs.json"
@@ -134,14 +138,15 @@ def load_inputs(config: Config, with_features: bool = True) -> TrainInputs:
     )
 
 
-def run_folder(config: Config, train_config, inputs: TrainInputs) -> Path:
+def run_folder(config: Config, train_config: TrainConfig, inputs: TrainInputs) -> Path:
     """`runs/<model>-<hash of the train config and the inputs>`: the same inputs resume the same run."""
     payload = json.dumps(dataclasses.asdict(train_config), sort_keys=True, default=str)
     digest = hashlib.blake2b((payload + inputs.fingerprint()).encode(), digest_size=6).hexdigest()
     return StoreLayout(config.store).runs / f"{train_config.model}-{digest}"
 
 
-def train(config: Config, *, resume: bool = True, train_config=None, log=print):
+def train(config: Config, *, resume: bool = True, train_config: TrainConfig | None = None,
+          log=print):
     """Train `train_config` (default: the config's [train]) and write the run folder it names."""
     from model.train import train as train_model
     from pipeline.rank import ITEM_IDS_FILE, USER_IDS_FILE, write_ids
@@ -218,7 +223,7 @@ def current_runs(config: Config) -> list[Path]:
     return folders
 
 
-def search(config: Config, log=print) -> tuple[str, object]:
+def search(config: Config, log=print) -> tuple[str, TrainConfig]:
     """The config's [search] grid on its data, chosen by VALID Recall@20 within the budget.
 
     Returns a markdown table of the trained points and the selected TrainConfig: the config's
