@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -81,12 +82,14 @@ def batch(image_count: int, max_new_tokens: int, rounds: int) -> None:
     from extractors import factory
     from extractors.config import CaptionConfig
     from extractors.images import load_image
-    from extractors.tiny_vlm import build_tiny_vlm
     from extractors.transformers_captioner import TransformersCaptioner
     from pipeline.extract import caption_store
     from pipeline.images import sha256_file
     from pipeline.schemas import ITEMS
     from pipeline.store import write_table
+
+    sys.path.insert(0, str(ROOT))  # the tiny checkpoint builder is test support
+    from tests.support.tiny_vlm import build_tiny_vlm
 
     work = Path(tempfile.mkdtemp(prefix="bench_caption_batch_"))
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from model.data import RecData
-from model.synthetic import gaussian_features
+from tests.support.synthetic import gaussian_features
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

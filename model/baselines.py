@@ -8,12 +8,19 @@ LightGCN averages its layers (E_0..E_L MEAN), unlike LIRDRec's sum.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
+
 import numpy as np
 import torch
 from torch import nn
 
-from model.graph import sparse_mm
+from model.graph import sparse_mm, user_item_adjacency
 from model.lirdrec import bpr_loss
+
+if TYPE_CHECKING:
+    from model.config import TrainConfig
+    from model.data import RecData
 
 
 def emb_loss(*rows: torch.Tensor) -> torch.Tensor:
@@ -23,6 +30,14 @@ def emb_loss(*rows: torch.Tensor) -> torch.Tensor:
 
 class BPRMF(nn.Module):
     """Matrix factorisation: one free d-vector per user and per item."""
+
+    uses_features: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
+                    log: Callable[[str], None] = print) -> BPRMF:
+        return cls(data.n_users, data.n_items, embedding_size=config.embedding_size,
+                   reg_weight=config.reg_weight).to(device)
 
     def __init__(self, n_users: int, n_items: int, *, embedding_size: int,
                  reg_weight: float) -> None:
@@ -48,6 +63,15 @@ class BPRMF(nn.Module):
 
 class LightGCN(nn.Module):
     """LightGCN (He et al., SIGIR 2020): free embeddings propagated, layers averaged."""
+
+    uses_features: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
+                    log: Callable[[str], None] = print) -> LightGCN:
+        adjacency = user_item_adjacency(data.n_users, data.n_items, data.train)
+        return cls(data.n_users, data.n_items, adjacency, embedding_size=config.embedding_size,
+                   n_layers=config.n_ui_layers, reg_weight=config.reg_weight).to(device)
 
     def __init__(self, n_users: int, n_items: int, adjacency: torch.Tensor, *,
                  embedding_size: int, n_layers: int, reg_weight: float) -> None:
@@ -80,6 +104,13 @@ class LightGCN(nn.Module):
 
 class Popularity(nn.Module):
     """Most-popular: every user scores an item by its training interaction count."""
+
+    uses_features: ClassVar[bool] = False
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
+                    log: Callable[[str], None] = print) -> Popularity:
+        return cls(data.n_users, data.n_items, data.train).to(device)
 
     def __init__(self, n_users: int, n_items: int, train: np.ndarray) -> None:
         super().__init__()

@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-MODELS = ("lirdrec", "lightgcn", "bpr", "pop")
+from model.registry import MODELS
+
 KNN_METHODS = ("exact", "ivf", "hnsw")
 FEATURE_DTYPES = ("float32", "bfloat16")
 SELECTION_METRIC = "recall@20"  # early stopping and search both select on VALID Recall@20
@@ -23,7 +24,7 @@ class TrainConfig:
 
     __pydantic_config__ = {"extra": "forbid"}
 
-    model: str = "lirdrec"  # "lirdrec" | "lightgcn" | "bpr" | "pop"
+    model: str = "lirdrec"  # a name of model/registry.py: "lirdrec" | "lightgcn" | "bpr" | "pop"
     embedding_size: int = 64  # d; LIRDRec vectors are (M+1)*d wide
     n_ui_layers: int = 2  # user-item propagation layers (LightGCN's n_layers for "lightgcn")
     n_mm_layers: int = 1  # item-item graph layers (L in h = r + A_mm^L r)
@@ -51,7 +52,7 @@ class TrainConfig:
     eval_test_every_epoch: bool = False  # also score test each epoch into history (costly)
 
     def __post_init__(self) -> None:
-        _one_of("model", self.model, MODELS)
+        _one_of("model", self.model, tuple(MODELS))
         _one_of("knn_method", self.knn_method, KNN_METHODS)
         _one_of("feature_dtype", self.feature_dtype, FEATURE_DTYPES)
         for name in ("embedding_size", "knn_k", "knn_chunk", "knn_nprobe", "knn_hnsw_m",

@@ -9,9 +9,16 @@ the ROW degree (so 1/k when every row has k edges); modalities blended by their 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from model.index import build_index, ivf_lists
+
+if TYPE_CHECKING:
+    from model.config import TrainConfig
 
 TIE_MARGIN = 10  # extra candidates fetched so that ties at the k-th place can be resolved
 
@@ -59,6 +66,23 @@ def user_item_adjacency(n_users: int, n_items: int, train: np.ndarray) -> torch.
     return _csr(rows, cols, values, n_users + n_items)
 
 
+def knn_graphs(config: TrainConfig, features: dict[str, np.ndarray],
+               log: Callable[[str], None] = print) -> dict[str, np.ndarray]:
+    """Each modality's (I, k) kNN lists as `config` asks (approximate search logs its recall)."""
+    neighbours = {}
+    for name in sorted(features):  # the model's stream order (RecData.modalities)
+        matrix = features[name]
+        neighbours[name] = knn_neighbours(
+            matrix, config.knn_k, method=config.knn_method, chunk=config.knn_chunk,
+            nlist=config.knn_nlist, nprobe=config.knn_nprobe, hnsw_m=config.knn_hnsw_m,
+            ef_search=config.knn_ef_search, seed=config.seed)
+        if config.knn_method != "exact":
+            recall = knn_recall(matrix, neighbours[name], sample=500, seed=config.seed)
+            log(f"knn {name}: {config.knn_method} recall@{config.knn_k} = {recall:.4f} "
+                f"(500 sampled items vs exact search)")
+    return neighbours
+
+
 def knn_neighbours(
     features: np.ndarray,
     k: int,
@@ -73,28 +97,45 @@ def knn_neighbours(
 ) -> np.ndarray:
     """(I, k) int64: each item's k most cosine-similar items, itself first; -1 where approximate
     search found fewer than k."""
-
     n_items = features.shape[0]
     if k > n_items:
         raise ValueError(f"knn_k={k} exceeds the number of items ({n_items})")
-    unit = _unit_rows(features)  # (I, D)
-    index = _faiss_index(unit, method, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
-                         ef_search=ef_search, seed=seed)
-    fetch = min(n_items, k + TIE_MARGIN)
-    neighbours = np.empty((n_items, k), dtype=np.int64)
-    for start in range(0, n_items, chunk):
-        queries = unit[start:start + chunk]  # (C, D)
-        sims, ids = index.search(queries, fetch)  # (C, fetch) each
-        rows = np.arange(start, start + len(queries))
+    unit = unit_rows(features)  # (I, D)
+    n_lists = ivf_lists(n_items, nlist)
+    index = build_index(unit, method, nlist=n_lists, nprobe=nprobe, hnsw_m=hnsw_m,
+                        ef_search=ef_search, train_points=min(n_items, 32 * n_lists),
+                        kmeans_iterations=10, seed=seed)
+    return nearest(unit, unit, k, index, self_rows=np.arange(n_items),
+                   resolve_ties=method == "exact", chunk=chunk)
+
+
+def nearest(unit: np.ndarray, queries: np.ndarray, count: int, index, *,
+            self_rows: np.ndarray | None = None, resolve_ties: bool = True,
+            chunk: int = 4096) -> np.ndarray:
+    """(Q, count) int64 rows of `unit` (indexed by `index`) most similar to each unit-norm query.
+
+    Ties go to the lower row; with `self_rows`, query q is catalog row self_rows[q] and comes
+    first. FAISS returns `count + TIE_MARGIN` candidates; with `resolve_ties`, a query whose tie
+    group may reach past them is ranked by brute force. -1 where search found fewer than count.
+    """
+    n_rows = unit.shape[0]
+    fetch = min(n_rows, count + TIE_MARGIN)
+    found = np.empty((len(queries), count), dtype=np.int64)
+    ties_matter = count > (1 if self_rows is not None else 0)
+    for start in range(0, len(queries), chunk):
+        block = queries[start:start + chunk]  # (C, D)
+        rows = None if self_rows is None else self_rows[start:start + len(block)]
+        sims, ids = index.search(block, fetch)  # (C, fetch) each
         ordered_ids, ordered_sims, missing_self = _order_candidates(rows, ids, sims)
-        neighbours[rows] = ordered_ids[:, :k]
-        if method == "exact" and fetch < n_items and k > 1:
-            # The k-th similarity equals the last fetched one (or self was crowded out by
+        found[start:start + len(block)] = ordered_ids[:, :count]
+        if resolve_ties and fetch < n_rows and ties_matter:
+            # The count-th similarity equals the last fetched one (or self was crowded out by
             # ties): the tie group may continue beyond what FAISS returned, so rank exactly.
-            unresolved = missing_self | (ordered_sims[:, k - 1] <= sims[:, -1])
-            for row in rows[unresolved]:
-                neighbours[row] = _exact_row(unit, row, k)
-    return neighbours
+            unresolved = missing_self | (ordered_sims[:, count - 1] <= sims[:, -1])
+            for offset in np.flatnonzero(unresolved):
+                own = None if rows is None else int(rows[offset])
+                found[start + offset] = _exact_row(unit, block[offset], own, count)
+    return found
 
 
 def knn_recall(features: np.ndarray, neighbours: np.ndarray, *, sample: int = 1000,
@@ -103,7 +144,7 @@ def knn_recall(features: np.ndarray, neighbours: np.ndarray, *, sample: int = 10
     rng = np.random.default_rng(seed)
     n_items, k = neighbours.shape
     rows = np.sort(rng.choice(n_items, size=min(sample, n_items), replace=False))
-    unit = _unit_rows(features)
+    unit = unit_rows(features)
     found = 0
     for start in range(0, len(rows), 128):  # one (I, 128) similarity block at a time
         queries = rows[start:start + 128]
@@ -132,22 +173,26 @@ def item_item_graph(neighbours: dict[str, np.ndarray], weights: dict[str, float]
                 np.concatenate(values_all).astype(np.float32), n_items)
 
 
-def _unit_rows(features: np.ndarray) -> np.ndarray:
+def unit_rows(features: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm; all-zero rows stay zero (cosine 0 with every item)."""
     norms = np.linalg.norm(features, axis=1, keepdims=True)
     return np.ascontiguousarray(features / np.where(norms > 0, norms, 1.0), dtype=np.float32)
 
 
-def _order_candidates(rows: np.ndarray, ids: np.ndarray, sims: np.ndarray
+def _order_candidates(rows: np.ndarray | None, ids: np.ndarray, sims: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates sorted by (self first, similarity descending, index ascending), and which rows
-    lacked the item itself among the candidates."""
+    lacked the item itself among the candidates (none when `rows` is None: queries are new)."""
     ids = ids.copy()
     sims = sims.astype(np.float64)
-    is_self = ids == rows[:, None]
-    missing_self = ~is_self.any(axis=1)
-    ids[missing_self, -1] = rows[missing_self]  # approximate search may not return the item
-    is_self[missing_self, -1] = True
+    if rows is None:
+        is_self = np.zeros(ids.shape, dtype=bool)
+    else:
+        is_self = ids == rows[:, None]
+    missing_self = np.zeros(len(ids), dtype=bool) if rows is None else ~is_self.any(axis=1)
+    if rows is not None:
+        ids[missing_self, -1] = rows[missing_self]  # approximate search may not return the item
+        is_self[missing_self, -1] = True
     sims[ids < 0] = -np.inf  # FAISS pads with -1 when it finds too few
     order_sims = np.where(is_self, np.inf, sims)
     order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), -order_sims), axis=1)
@@ -155,37 +200,12 @@ def _order_candidates(rows: np.ndarray, ids: np.ndarray, sims: np.ndarray
             missing_self)
 
 
-def _exact_row(unit: np.ndarray, row: int, k: int) -> np.ndarray:
-    """The k nearest items of one item by brute force, ties to itself then the lower index."""
-    sims = (unit @ unit[row]).astype(np.float64)  # (I,)
-    sims[row] = np.inf
-    order = np.lexsort((np.arange(len(sims)), -sims))
-    return order[:k]
-
-
-def _faiss_index(unit: np.ndarray, method: str, *, nlist: int, nprobe: int, hnsw_m: int,
-                 ef_search: int, seed: int):
-    import faiss
-
-    n_items, dim = unit.shape
-    if method == "exact":
-        index = faiss.IndexFlatIP(dim)
-    elif method == "ivf":
-        n_lists = nlist or max(1, int(4 * np.sqrt(n_items)))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, n_lists,
-                                   faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(seed)
-        sample = rng.choice(n_items, size=min(n_items, 32 * n_lists), replace=False)
-        index.cp.niter = 10  # k-means iterations: the coarse quantiser needs no more
-        index.train(unit[np.sort(sample)])
-        index.nprobe = nprobe
-    elif method == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = ef_search
-    else:
-        raise ValueError(f"knn_method: unknown {method!r}")
-    index.add(unit)
-    return index
+def _exact_row(unit: np.ndarray, query: np.ndarray, own_row: int | None, count: int) -> np.ndarray:
+    """The `count` rows nearest one query by brute force, ties to its own row then the lower."""
+    sims = (unit @ query).astype(np.float64)  # (I,)
+    if own_row is not None:
+        sims[own_row] = np.inf
+    return np.lexsort((np.arange(len(sims)), -sims))[:count]
 
 
 def _csr(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, size: int) -> torch.Tensor:

@@ -20,12 +20,26 @@ schedule. Not here: graph building (graph.py), training (train.py), new-item vec
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.graph import sparse_mm, transpose_csr
+from model.graph import (
+    item_item_graph,
+    knn_graphs,
+    sparse_mm,
+    transpose_csr,
+    user_item_adjacency,
+)
+
+if TYPE_CHECKING:
+    from model.config import TrainConfig
+    from model.data import RecData
 
 
 class FeatureEncoder(nn.Module):
@@ -119,6 +133,50 @@ def lirdrec_loss(user_vectors: torch.Tensor, item_vectors: torch.Tensor, users: 
 
 class LIRDRec(nn.Module):
     """The model: frozen features and graphs in, (U, S*d) user and (I, S*d) item vectors out."""
+
+    uses_features: ClassVar[bool] = True
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
+                    log: Callable[[str], None] = print) -> LIRDRec:
+        """The graphs built from `data` (SPEC section 5), the features on `device` in
+        `config.feature_dtype`; `model.neighbours` keeps each modality's (I, k) kNN lists."""
+        from model.config import resolve_mm_weights
+
+        weights = resolve_mm_weights(config, data.modalities)
+        started = time.perf_counter()
+        neighbours = knn_graphs(config, data.features, log)
+        mm_adjacency = item_item_graph(neighbours, weights, data.n_items)
+        log(f"item graph: {len(weights)} modalities, k={config.knn_k}, {config.knn_method}, "
+            f"{mm_adjacency.values().numel()} edges, {time.perf_counter() - started:.1f}s")
+        dtype = torch.bfloat16 if config.feature_dtype == "bfloat16" else torch.float32
+        # torch.from_numpy shares memory: float32 features on the CPU are not copied.
+        features = [torch.from_numpy(data.features[name]).to(device=device, dtype=dtype)
+                    for name in data.modalities]
+        adjacency = user_item_adjacency(data.n_users, data.n_items, data.train)
+        model = cls(data.n_users, features, adjacency.to(device), mm_adjacency.to(device),
+                    embedding_size=config.embedding_size, n_ui_layers=config.n_ui_layers,
+                    n_mm_layers=config.n_mm_layers, decay_weight=config.decay_weight,
+                    decay_base=config.decay_base, reg_weight=config.reg_weight).to(device)
+        model.neighbours: dict[str, np.ndarray] = neighbours
+        return model
+
+    @classmethod
+    def encoder_only(cls, config: TrainConfig, n_users: int, feature_dims: list[int]) -> LIRDRec:
+        """The model without a catalog (no features, empty graphs): load a run's best weights
+        into it to encode new items' features (model/encode.py)."""
+        dtype = torch.bfloat16 if config.feature_dtype == "bfloat16" else torch.float32
+
+        def empty_graph(size: int) -> torch.Tensor:
+            return torch.sparse_csr_tensor(torch.zeros(size + 1, dtype=torch.int64),
+                                           torch.zeros(0, dtype=torch.int64),
+                                           torch.zeros(0), (size, size), check_invariants=True)
+
+        return cls(n_users, [torch.empty(0, dim, dtype=dtype) for dim in feature_dims],
+                   empty_graph(n_users), empty_graph(0), embedding_size=config.embedding_size,
+                   n_ui_layers=config.n_ui_layers, n_mm_layers=config.n_mm_layers,
+                   decay_weight=config.decay_weight, decay_base=config.decay_base,
+                   reg_weight=config.reg_weight)
 
     def __init__(self, n_users: int, features: list[torch.Tensor], ui_adjacency: torch.Tensor,
                  mm_adjacency: torch.Tensor, *, embedding_size: int, n_ui_layers: int,

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from model.checkpoint import write_json
 from model.config import SELECTION_METRIC, SearchConfig, TrainConfig
 from model.data import RecData
+from model.run import write_json
 from model.train import train
 
 

@@ -10,11 +10,9 @@ after training, with the vectors saved at the best-valid epoch. Test is reported
   items whose interactions are all in test), ranked over the cold items only, users with at least
   one cold test item. Empty ({}) when the split holds no cold item.
 
-Run folder: checkpoint.pt (everything needed to resume exactly: model and optimiser state, epoch,
-best epoch and patience counter, PWC w1/w2/theta/last attention, NumPy and torch RNG states,
-config, data fingerprint), best_model.pt (the weights at the best-valid epoch: what the item
-encoder for new items loads), history.jsonl (one line per epoch), user_vectors.npy and
-item_vectors.npy (at the best-valid epoch), metrics.json (written last).
+Run folder (model/run.py names its files): the resumable checkpoint, the best-valid weights with
+the run's own config and data fingerprint, the history, the best-valid vectors, for feature
+models the item encoder's catalog arrays, and metrics.json, written last.
 """
 
 from __future__ import annotations
@@ -30,26 +28,12 @@ import numpy as np
 import torch
 
 from model.build import build_model, resolve_device
-from model.checkpoint import (
-    append_history,
-    config_dict,
-    load_checkpoint,
-    load_vectors,
-    read_history,
-    save_checkpoint,
-    save_vectors,
-    write_history,
-    write_json,
-)
+from model.checkpoint import load_checkpoint
 from model.config import SELECTION_METRIC, TrainConfig
 from model.data import RecData
 from model.metrics import evaluate
+from model.run import RunFolder, config_dict, read_torch, write_json, write_npz, write_torch
 from model.sampling import NegativeSampler
-
-BEST_MODEL_FILE = "best_model.pt"
-
-
-BEST_MODEL_FILE = "best_model.pt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +49,8 @@ class TrainResult:
 def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
     """Train `config.model` on `data`, writing the run folder; resumes from its checkpoint."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path, history_path = run_dir / "checkpoint.pt", run_dir / "history.jsonl"
+    run = RunFolder(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     device = resolve_device(config.device)
@@ -89,8 +72,8 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
 
     epoch, best_epoch, best_score, bad_epochs, stopped = 0, 0, -1.0, 0, False
     history: list[dict[str, Any]] = []
-    if resume and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, config, fingerprint)
+    if resume and run.checkpoint.exists():
+        state = load_checkpoint(run.checkpoint, config, fingerprint)
         model.load_state_dict(state["model"])
         if optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
@@ -98,15 +81,15 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
         torch.set_rng_state(state["torch_rng"])
         epoch, best_epoch, best_score = state["epoch"], state["best_epoch"], state["best_score"]
         bad_epochs, stopped = state["bad_epochs"], state["stopped"]
-        history = read_history(history_path, epoch)
-        log(f"resumed {checkpoint_path} at epoch {epoch} (best {best_epoch}, "
+        history = run.read_history(epoch)
+        log(f"resumed {run.checkpoint} at epoch {epoch} (best {best_epoch}, "
             f"{bad_epochs} epochs without improvement)")
-    write_history(history_path, history)
+    run.write_history(history)
 
     if not trainable and epoch == 0:  # nothing to learn: one evaluation as "epoch 0"
         model.eval()
-        line = _evaluate_epoch(config, data, model, device, 0, None, 0.0, history_path)
-        save_vectors(run_dir, *line.pop("_vectors"))
+        line = _evaluate_epoch(config, data, model, device, 0, None, 0.0, run)
+        run.save_vectors(*line.pop("_vectors"))
         history.append(line)
         best_epoch, best_score, stopped = 0, line["valid"][SELECTION_METRIC], True
 
@@ -134,19 +117,17 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
                                      f"lower train.learning_rate or check the features")
         train_seconds = _clock(device) - tick
 
-        line = _evaluate_epoch(config, data, model, device, epoch, mean_loss, train_seconds,
-                               history_path)
+        line = _evaluate_epoch(config, data, model, device, epoch, mean_loss, train_seconds, run)
         history.append(line)
         score = line["valid"][SELECTION_METRIC]
         improved = score > best_score  # strict, as MMRec's early stopping
         if improved:
             best_epoch, best_score, bad_epochs = epoch, score, 0
-            save_vectors(run_dir, *line.pop("_vectors"))
-            save_checkpoint(run_dir / BEST_MODEL_FILE, {
+            run.save_vectors(*line.pop("_vectors"))
+            # the weights that made those vectors: the item encoder for new items needs them
+            write_torch(run.best_model, {
                 "config": config_dict(config), "data_fingerprint": fingerprint, "epoch": epoch,
                 "model": model.state_dict()})
-            # the weights that made those vectors: the item encoder for new items needs them
-            save_checkpoint(run_dir / BEST_MODEL_FILE, {"epoch": epoch, "model": model.state_dict()})
         else:
             bad_epochs += 1
             line.pop("_vectors")
@@ -154,7 +135,7 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
         log(f"epoch {epoch:4d}  loss {mean_loss:.5f}  valid R@20 {score:.4f} "
             f"N@20 {line['valid']['ndcg@20']:.4f}  train {train_seconds:.1f}s "
             f"eval {line['eval_seconds']:.1f}s{'  *' if improved else ''}")
-        save_checkpoint(checkpoint_path, {
+        write_torch(run.checkpoint, {
             "config": config_dict(config), "data_fingerprint": fingerprint, "epoch": epoch,
             "best_epoch": best_epoch, "best_score": best_score, "bad_epochs": bad_epochs,
             "stopped": stopped, "model": model.state_dict(),
@@ -163,20 +144,22 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
     if stopped and trainable:
         log(f"early stop: valid {SELECTION_METRIC} did not improve for {bad_epochs} epochs")
 
-    metrics = _final_metrics(config, data, run_dir, device, history, best_epoch, build_seconds,
+    if type(model).uses_features and run.best_model.exists():
+        _save_item_encoder(model, data, run)
+    metrics = _final_metrics(config, data, run, device, history, best_epoch, build_seconds,
                              fingerprint)
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run.metrics, metrics)
     cold_note = (f"cold R@20 {metrics['test_cold']['recall@20']:.4f}, {metrics['n_cold_items']} cold "
                  "items ranked among themselves" if metrics["test_cold"] else "no cold items")
     log(f"best epoch {best_epoch}: test R@20 {metrics['test'].get('recall@20', float('nan')):.4f} "
         f"N@20 {metrics['test'].get('ndcg@20', float('nan')):.4f}  ({cold_note})")
-    return TrainResult(run_dir=run_dir, best_epoch=best_epoch, epochs_run=len(history),
+    return TrainResult(run_dir=run.path, best_epoch=best_epoch, epochs_run=len(history),
                        metrics=metrics)
 
 
 def _evaluate_epoch(config: TrainConfig, data: RecData, model: torch.nn.Module,
                     device: torch.device, epoch: int, loss: float | None, train_seconds: float,
-                    history_path: Path) -> dict:
+                    run: RunFolder) -> dict:
     """Valid metrics (and test ones when asked) for the current weights, as one history line."""
     model.eval()
     tick = _clock(device)
@@ -190,16 +173,24 @@ def _evaluate_epoch(config: TrainConfig, data: RecData, model: torch.nn.Module,
                                    config.topk, user_chunk=config.eval_user_chunk)
     line["train_seconds"] = round(train_seconds, 4)
     line["eval_seconds"] = round(_clock(device) - tick, 4)
-    append_history(history_path, line)
+    run.append_history(line)
     line["_vectors"] = (user_vectors, item_vectors)
     return line
 
 
-def _final_metrics(config: TrainConfig, data: RecData, run_dir: Path, device: torch.device,
+def _save_item_encoder(model: torch.nn.Module, data: RecData, run: RunFolder) -> None:
+    """The catalog arrays that scoring new items needs, from the best-valid weights."""
+    from model.encode import catalog_encoder
+
+    model.load_state_dict(read_torch(run.best_model)["model"])
+    write_npz(run.item_encoder, catalog_encoder(model, data.features))
+
+
+def _final_metrics(config: TrainConfig, data: RecData, run: RunFolder, device: torch.device,
                    history: list[dict], best_epoch: int, build_seconds: float,
                    fingerprint: str) -> dict[str, Any]:
     """metrics.json: valid at the best epoch, test (all / warm / cold) from the saved vectors."""
-    user_vectors, item_vectors = load_vectors(run_dir, device)
+    user_vectors, item_vectors = (torch.from_numpy(v).to(device) for v in run.load_vectors())
     cold = data.cold_items
     is_cold = np.zeros(data.n_items, dtype=bool)
     is_cold[cold] = True

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from catalog_fixture import make_catalog, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -26,10 +25,8 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    catalog = make_catalog(root / "catalog")
-    config = write_config(root, catalog)
+def trained(tiny_catalog):
+    root, _, config = tiny_catalog
     text = config.read_text().replace("seed = 7", "seed = 7\ncold_item_share = 0.1")
     config.write_text(text)
     result = cli("all", "--config", str(config))

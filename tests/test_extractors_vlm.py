@@ -12,7 +12,7 @@ from extractors import hub
 from extractors.base import ModelLoadError
 from extractors.config import CaptionConfig
 from extractors.factory import build_captioner
-from extractors.tiny_vlm import FAMILIES, build_tiny_vlm
+from tests.support.tiny_vlm import FAMILIES, build_tiny_vlm
 
 
 @pytest.fixture(scope="module")

@@ -7,29 +7,16 @@ import os
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from catalog_fixture import make_catalog, write_config
 from PIL import Image
 
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from tests.support.catalog import make_catalog, write_config
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory):
-    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("flows")
-    catalog = make_catalog(root / "catalog")
-    return root, catalog, write_config(root, catalog)
+def tiny(tiny_catalog):
+    return tiny_catalog
 
 
 def task_states(flow_state) -> dict[str, str]:

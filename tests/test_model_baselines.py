@@ -7,8 +7,8 @@ import torch
 from model.baselines import LightGCN, Popularity, emb_loss
 from model.config import TrainConfig
 from model.graph import user_item_adjacency
-from model.synthetic import planted_data
 from model.train import train
+from tests.support.synthetic import planted_data
 
 
 def test_popularity_scores_items_by_training_count():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from model.data import RecData, hold_out_items
-from model.synthetic import planted_data
+from tests.support.synthetic import planted_data
 
 
 def make(**changes) -> RecData:

@@ -10,10 +10,10 @@ import torch
 from model.build import build_model
 from model.config import TrainConfig
 from model.data import RecData
-from model.encode import encode_new_items
-from model.lirdrec import dct_rows, idct_rows, pwc_attention
-from model.synthetic import planted_data
+from model.encode import catalog_encoder, encode_new_items
+from model.lirdrec import LIRDRec, dct_rows, idct_rows, pwc_attention
 from model.train import train
+from tests.support.synthetic import planted_data
 
 CONFIG = TrainConfig(embedding_size=8, knn_k=3, learning_rate=1e-2, epochs=15, patience=15,
                      batch_size=64, device="cpu", topk=(5, 10, 20))
@@ -116,7 +116,11 @@ def test_new_item_vector_equals_the_cold_catalog_items_vector():
                       {name: x[:39] for name, x in full.features.items()})
     small = build(catalog)
     small.load_state_dict(model.state_dict())
-    vectors = encode_new_items(small, catalog.features,
+    arrays = catalog_encoder(small, catalog.features)  # what the run folder keeps
+    encoder = LIRDRec.encoder_only(CONFIG, full.n_users,
+                                   [x.shape[1] for _, x in sorted(catalog.features.items())])
+    encoder.load_state_dict(model.state_dict())
+    vectors = encode_new_items(encoder, arrays,
                                {name: x[39:] for name, x in full.features.items()},
                                {"image": 0.5, "text": 0.5}, CONFIG.knn_k)
     assert vectors.shape == (1, items.shape[1])

@@ -6,7 +6,7 @@ import pytest
 
 from model.config import SearchConfig, TrainConfig
 from model.search import format_table, grid_points, run_search
-from model.synthetic import planted_data
+from tests.support.synthetic import planted_data
 
 BASE = TrainConfig(embedding_size=8, knn_k=3, learning_rate=1e-2, epochs=50, patience=50,
                    batch_size=128, device="cpu", topk=(5, 10, 20))

@@ -9,8 +9,8 @@ import torch
 
 from model.config import TrainConfig
 from model.data import hold_out_items
-from model.synthetic import planted_data
 from model.train import train
+from tests.support.synthetic import planted_data
 
 CONFIG = TrainConfig(embedding_size=8, knn_k=3, learning_rate=1e-2, epochs=6, patience=20,
                      batch_size=128, device="cpu", topk=(5, 10, 20, 50))

@@ -17,7 +17,7 @@ import sys, time
 from pathlib import Path
 from model.config import TrainConfig
 from model.data import hold_out_items
-from model.synthetic import planted_data
+from tests.support.synthetic import planted_data
 from model.train import train
 
 data = hold_out_items(planted_data(n_users=60, seed=4), 0.1, seed=0)

@@ -1,0 +1,62 @@
+"""The models a run can train, by the name `[train] model` gives, and the contract they keep.
+
+Adding a model is its own file plus one line in MODELS. Names map to import paths so that
+reading the registry (config validation) imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+    from model.config import TrainConfig
+    from model.data import RecData
+
+MODELS: dict[str, str] = {
+    "lirdrec": "model.lirdrec:LIRDRec",
+    "lightgcn": "model.baselines:LightGCN",
+    "bpr": "model.baselines:BPRMF",
+    "pop": "model.baselines:Popularity",
+}
+
+
+class Recommender(Protocol):
+    """What the trainer, the evaluator and the rank stage use of a model (a torch nn.Module)."""
+
+    uses_features: ClassVar[bool]  # reads the feature stores (else ID-only: no features loaded)
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
+                    log: Callable[[str], None]) -> Recommender:
+        """The model on `device`, initialised from torch's current RNG state."""
+        ...
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U, D) user and (I, D) item vectors; a user's score for an item is their dot product."""
+        ...
+
+    def start_epoch(self, epoch: int) -> None:
+        """Per-epoch schedule, called before epoch 1, 2, ..."""
+        ...
+
+    def batch_loss(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
+                   users: torch.Tensor, positives: torch.Tensor,
+                   negatives: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch of (user, positive, negative) triples."""
+        ...
+
+
+def model_class(name: str) -> type[Recommender]:
+    if name not in MODELS:
+        raise ValueError(f"train.model: unknown model {name!r}; expected one of {list(MODELS)}")
+    module, attribute = MODELS[name].split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def uses_features(name: str) -> bool:
+    """Whether the model `name` reads item features (imports the model's module)."""
+    return model_class(name).uses_features

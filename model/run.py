@@ -1,0 +1,202 @@
+"""A run folder: the name of every file a run holds, and the one atomic writer of the product.
+
+Every file of `runs/<run_id>/` is named here and nowhere else (STYLE rule 11); callers ask a
+`RunFolder` for `run.metrics`, never `run_dir / "metrics.json"`. Every write in the product, JSON,
+NumPy, torch and Parquet alike, goes through `write_atomically`: a temp file of the call's own in
+the same folder, then a rename, so a killed writer leaves the old file or the new one, never half
+of one, and two concurrent writers never rename each other's temp file. `pipeline/` imports this
+module for its store writes (model/ imports nothing from pipeline/).
+
+What a run holds (file names are those of earlier versions: existing run folders stay valid):
+  checkpoint.pt       resumable state: model, optimiser, epoch, best epoch, patience counter, PWC
+                      state, NumPy and torch RNG states, config, data fingerprint
+  best_model.pt       the weights at the best-valid epoch with the run's own train config and data
+                      fingerprint: what rebuilds the item encoder for new items
+  item_encoder.npz    what scoring a new item needs besides those weights (model/encode.py)
+  history.jsonl       one line per epoch
+  user_vectors.npy, item_vectors.npy   the vectors at the best-valid epoch
+  metrics.json        written last: a run with it is finished
+  user_ids.parquet, item_ids.parquet   row -> id of the vectors
+  config.json         the run's own train config and the pipeline config it came from
+  inputs.json         which feature stores (keys, provenance) and data fingerprint it read
+  candidates.parquet, items.faiss, rank.json   the rank stage's outputs
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(temp)` on a temp name of this call's own beside `path`, then rename it to `path`.
+
+    The folder is created when missing; the temp file is removed when `write` fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, value: Any) -> Path:
+    """`value` as indented JSON (non-JSON values as their str)."""
+    return write_text(path, json.dumps(value, indent=2, default=str) + "\n")
+
+
+def write_npy(path: Path, array: np.ndarray) -> Path:
+    # np.save appends ".npy" to a name without it: hand it an open file instead
+    def save(temporary: Path) -> None:
+        with temporary.open("wb") as handle:
+            np.save(handle, array)
+
+    return write_atomically(path, save)
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    def save(temporary: Path) -> None:
+        with temporary.open("wb") as handle:
+            np.savez(handle, **arrays)
+
+    return write_atomically(path, save)
+
+
+def write_torch(path: Path, state: dict[str, Any]) -> Path:
+    import torch
+
+    return write_atomically(path, lambda temporary: torch.save(state, temporary))
+
+
+def read_torch(path: Path) -> dict[str, Any]:
+    """A torch file of ours, loaded with weights_only=True (tensors and plain Python only)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def config_dict(config: object) -> dict[str, Any]:
+    """A dataclass config as JSON-clean values (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of one run; the folder's name is chosen by the caller (pipeline/training.py)."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def best_model(self) -> Path:
+        return self.path / "best_model.pt"
+
+    @property
+    def item_encoder(self) -> Path:
+        return self.path / "item_encoder.npz"
+
+    @property
+    def history(self) -> Path:
+        return self.path / "history.jsonl"
+
+    @property
+    def user_vectors(self) -> Path:
+        return self.path / "user_vectors.npy"
+
+    @property
+    def item_vectors(self) -> Path:
+        return self.path / "item_vectors.npy"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def user_ids(self) -> Path:
+        return self.path / "user_ids.parquet"
+
+    @property
+    def item_ids(self) -> Path:
+        return self.path / "item_ids.parquet"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def inputs(self) -> Path:
+        return self.path / "inputs.json"
+
+    @property
+    def candidates(self) -> Path:
+        return self.path / "candidates.parquet"
+
+    @property
+    def index(self) -> Path:
+        return self.path / "items.faiss"
+
+    @property
+    def rank_record(self) -> Path:
+        return self.path / "rank.json"
+
+    @property
+    def finished(self) -> bool:
+        """Training wrote its last file (metrics.json)."""
+        return self.metrics.exists()
+
+    def read_json(self, path: Path) -> dict[str, Any]:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: missing (is {self.path} a finished run folder?)")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def save_vectors(self, user_vectors, item_vectors) -> None:
+        """The (U, D) and (I, D) vectors of a torch model, as float32 .npy files."""
+        for path, vectors in ((self.user_vectors, user_vectors), (self.item_vectors, item_vectors)):
+            write_npy(path, vectors.detach().float().cpu().numpy())
+
+    def load_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        for path in (self.user_vectors, self.item_vectors):
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: missing (has the run been trained?)")
+        return np.load(self.user_vectors), np.load(self.item_vectors)
+
+    def read_history(self, up_to_epoch: int | None = None) -> list[dict[str, Any]]:
+        """History lines (up to a checkpoint's epoch: a killed run may have written one more)."""
+        if not self.history.exists():
+            return []
+        lines = [json.loads(line) for line in
+                 self.history.read_text(encoding="utf-8").splitlines() if line]
+        return [line for line in lines if up_to_epoch is None or line["epoch"] <= up_to_epoch]
+
+    def write_history(self, lines: list[dict[str, Any]]) -> None:
+        write_text(self.history, "".join(json.dumps(line) + "\n" for line in lines))
+
+    def append_history(self, line: dict[str, Any]) -> None:
+        with self.history.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")
