@@ -28,15 +28,16 @@ MOVIELENS = ROOT.parent / "shared" / "data" / "movielens-100k"
 def _config(dataset: Path, store: Path):
     from pipeline.config import load_config
 
-    overrides = {"store": str(store), "dataset.path": str(dataset), "caption.backend": "descriptor"}
+    # the whole [caption] table: the demo's transformers keys are not keys of the descriptor
+    overrides = {"store": str(store), "dataset.path": str(dataset), "caption": {"backend": "descriptor"}}
     return load_config(ROOT / "configs" / "movielens.toml", overrides=overrides)
 
 
 def incremental(changed_share: float) -> None:
     from PIL import Image, ImageOps
 
-    from pipeline.extract import caption, embed
     from pipeline.ingest import ingest
+    from pipeline.stages import caption_stage, embed_stage
 
     work = Path(tempfile.mkdtemp(prefix="bench_caption_"))
     try:
@@ -44,7 +45,7 @@ def incremental(changed_share: float) -> None:
         shutil.copytree(MOVIELENS, dataset)
         config = _config(dataset, work / "store")
         ingest(config)
-        full_caption, full_embed = caption(config, progress=False), embed(config, progress=False)
+        full_caption, full_embed = caption_stage(config, progress=False).summary, embed_stage(config, progress=False).summary
         posters = sorted((dataset / "posters").glob("*.jpg"), key=lambda p: int(p.stem))
         changed = posters[:: round(1 / changed_share)][
             : max(1, round(len(posters) * changed_share))
@@ -53,8 +54,8 @@ def incremental(changed_share: float) -> None:
             ImageOps.mirror(Image.open(poster).convert("RGB")).save(poster, quality=90)
         ingest(config)
         started = time.perf_counter()
-        again_caption = caption(config, progress=False)
-        again_embed = embed(config, progress=False)
+        again_caption = caption_stage(config, progress=False).summary
+        again_embed = embed_stage(config, progress=False).summary
         rerun_wall = time.perf_counter() - started
     finally:
         shutil.rmtree(work)
@@ -80,7 +81,7 @@ def batch(image_count: int, max_new_tokens: int, rounds: int) -> None:
     import pyarrow as pa
 
     from extractors import factory
-    from extractors.config import CaptionConfig
+    from extractors.config import TransformersCaptionConfig
     from extractors.images import load_image
     from extractors.transformers_captioner import TransformersCaptioner
     from pipeline.extract import caption_store
@@ -116,7 +117,7 @@ def batch(image_count: int, max_new_tokens: int, rounds: int) -> None:
             work / "store" / "catalog" / "items.parquet", pa.Table.from_pylist(rows, ITEMS), ITEMS
         )
         for batch_size in (1, 8):
-            config = CaptionConfig(
+            config = TransformersCaptionConfig(
                 model=str(model), batch_size=batch_size, max_new_tokens=max_new_tokens, device="cpu"
             )
             captioner = TransformersCaptioner(config)

@@ -1,6 +1,6 @@
 """Benchmark the rank stage: FAISS top-20 vs torch matmul+topk, and IVF recall@20 against exact.
 
-(a) All users' top-20 unseen items through the project's rank code (`pipeline.rank.build_index` with
+(a) All users' top-20 unseen items through the project's rank code (`pipeline.rank.item_index` with
 an exact flat inner-product index + `top_unseen`) against a plain torch matmul, seen-item mask and
 topk, on the Amazon Clothing shape (the real users/items/seen sets from clothing.inter, seeded
 N(0,1) vectors of d = 192 = 3 x 64, LIRDRec's concatenated user/item vectors) and on a 10^6-item
@@ -66,10 +66,10 @@ def faiss_top(
 ) -> tuple[np.ndarray, float, float]:
     """The rank stage's path: exact flat inner-product index, then top_unseen; (items, build s, search s)."""
     from pipeline.config import RankConfig
-    from pipeline.rank import build_index, top_unseen
+    from pipeline.rank import item_index, top_unseen
 
     started = time.perf_counter()
-    index = build_index(item_vectors, RankConfig(index="flat", k=K))
+    index = item_index(item_vectors, RankConfig(index="exact", k=K))
     built = time.perf_counter()
     items, _ = top_unseen(index, user_vectors, seen, K)
     return items, built - started, time.perf_counter() - built
@@ -149,7 +149,7 @@ def ivf_recall(
     seed: int,
 ) -> None:
     from pipeline.config import RankConfig
-    from pipeline.rank import build_index, overlap_recall
+    from pipeline.rank import item_index, overlap_recall
 
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((n_components, dim), dtype=np.float32)
@@ -162,7 +162,7 @@ def ivf_recall(
         flush=True,
     )
     started = time.perf_counter()
-    exact = build_index(item_vectors, RankConfig(index="flat"))
+    exact = item_index(item_vectors, RankConfig(index="exact"))
     built = time.perf_counter()
     _, exact_items = exact.search(queries, K)
     searched = time.perf_counter()
@@ -170,7 +170,7 @@ def ivf_recall(
     del exact
 
     started = time.perf_counter()
-    ivf = build_index(item_vectors, RankConfig(index="ivf", nlist=nlist, nprobe=1))
+    ivf = item_index(item_vectors, RankConfig(index="ivf", nlist=nlist, nprobe=1))
     build_s = time.perf_counter() - started
     print(
         f"  IVF (IndexIVFFlat, nlist {ivf.nlist:,}): build (k-means train + add) {build_s:.2f} s",

@@ -147,7 +147,7 @@ def rank_flow(config: str, run_dir: str | None = None, force: Force = None) -> s
     from pipeline.training import current_runs
 
     settings = _config(config)
-    run_dir = run_dir or str(current_runs(settings)[0])
+    run_dir = run_dir or str(current_runs(settings)[0].path)
     return _value(rank_task(config, run_dir, force=bool(parse_force(force))))
 
 

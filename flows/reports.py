@@ -12,6 +12,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from model.run import RunFolder
 from pipeline import report
 from pipeline.config import Config
 from pipeline.store import StoreLayout
@@ -68,8 +69,8 @@ def links(config: Config, run_dir: Path) -> None:
     for what, path in (
         ("store", layout.root),
         ("run", run_dir),
-        ("candidates", run_dir / "candidates.parquet"),
-        ("index", run_dir / "items.faiss"),
+        ("candidates", RunFolder(run_dir).candidates),
+        ("index", RunFolder(run_dir).index),
     ):
         create_link_artifact(
             path.resolve().as_uri(), link_text=str(path), key=_key(config, f"link-{what}")

@@ -165,7 +165,7 @@ def demo(config_path: Path, force: str | None = None) -> int:
         return 1
     from pipeline.training import current_runs
 
-    runs = current_runs(config)
+    runs = [run.path for run in current_runs(config)]
     print(metrics_table(metrics_rows(runs)))
     print(f"run folder: {runs[0]}")
     print(f"the server and the deployments stay up at {UI_URL}; `make stop` stops them")

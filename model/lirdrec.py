@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
@@ -168,9 +169,11 @@ class LIRDRec(nn.Module):
         dtype = torch.bfloat16 if config.feature_dtype == "bfloat16" else torch.float32
 
         def empty_graph(size: int) -> torch.Tensor:
-            return torch.sparse_csr_tensor(torch.zeros(size + 1, dtype=torch.int64),
-                                           torch.zeros(0, dtype=torch.int64),
-                                           torch.zeros(0), (size, size), check_invariants=True)
+            with warnings.catch_warnings():  # "CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.sparse_csr_tensor(
+                    torch.zeros(size + 1, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
+                    torch.zeros(0), (size, size), check_invariants=True)
 
         return cls(n_users, [torch.empty(0, dim, dtype=dtype) for dim in feature_dims],
                    empty_graph(n_users), empty_graph(0), embedding_size=config.embedding_size,

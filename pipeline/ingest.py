@@ -13,10 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from model.run import write_json
 from pipeline.datasets import DatasetError, Drop, ImportedFeature, SourceData, load_source
 from pipeline.datasets.common import make_drop
 from pipeline.datasets.mmrec import read_feature_rows
-from pipeline.schemas import INTERACTIONS, ITEMS, SPLIT_TEST, embeddings
+from pipeline.schemas import COLD_HOLDOUT, INTERACTIONS, ITEMS, SPLIT_TEST, embeddings
 from pipeline.splits import (
     MIN_SPLIT_INTERACTIONS,
     catalog_order,
@@ -25,7 +26,7 @@ from pipeline.splits import (
     random_split,
     temporal_split,
 )
-from pipeline.store import PartStore, StoreLayout, write_json, write_table
+from pipeline.store import PartStore, StoreLayout, write_table
 
 if TYPE_CHECKING:
     from pipeline.config import Config, SplitConfig
@@ -102,17 +103,16 @@ def ingest(config: Config, progress: bool = False) -> IngestSummary:
         interactions = split.interactions
         is_cold = np.zeros(items.num_rows, dtype=bool)
         is_cold[split.cold_codes] = True
-        items = items.append_column(
-            pa.field("cold_holdout", pa.bool_(), nullable=False), pa.array(is_cold)
-        )
+        items = items.append_column(COLD_HOLDOUT, pa.array(is_cold))
         step("write catalog")
         provenance = {
             "source": config.dataset.kind,
             "files": source.files,
             "split": config.split.model_dump(),
         }
+        declared = [*ITEMS, COLD_HOLDOUT]
         items_schema = pa.schema(
-            [*ITEMS, *(items.schema.field(n) for n in items.column_names if n not in ITEMS.names)]
+            [*declared, *(f for f in items.schema if f.name not in {d.name for d in declared})]
         )
         write_table(layout.items, items, items_schema, provenance)
         write_table(layout.interactions, interactions, INTERACTIONS, provenance)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,15 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from model.index import build_index
+from model.run import RunFolder, write_atomically, write_json
 from pipeline import schemas
 from pipeline.config import RankConfig
 from pipeline.splits import codes_in
-from pipeline.store import read_table, write_table
-
-INDEX_FILE = "items.faiss"
-ITEM_IDS_FILE = "item_ids.parquet"
-USER_IDS_FILE = "user_ids.parquet"
-IDS_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False)])
+from pipeline.store import read_ids, read_table, write_table
 
 
 @dataclass(frozen=True)
@@ -41,39 +37,16 @@ class RankSummary:
             lines.append(
                 f"  {self.index} recall@{self.k} against exact search: {self.recall_vs_exact:.4f}"
             )
-        lines.append(f"  wrote {self.run_dir / 'candidates.parquet'}")
-        lines.append(f"  wrote {self.run_dir / INDEX_FILE}")
+        run = RunFolder(self.run_dir)
+        lines.append(f"  wrote {run.candidates}")
+        lines.append(f"  wrote {run.index}")
         return "\n".join(lines)
 
 
-def write_ids(path: Path, ids: list[str] | np.ndarray) -> Path:
-    """Row i of a run's vectors belongs to ids[i]; the rank stage maps rows back through this."""
-    return write_table(path, pa.table({"id": pa.array(list(ids), pa.string())}), IDS_SCHEMA)
-
-
-def read_ids(path: Path) -> np.ndarray:
-    return np.asarray(read_table(path, IDS_SCHEMA).column("id").to_pylist(), dtype=object)
-
-
-def build_index(item_vectors: np.ndarray, config: RankConfig):
-    """An inner-product FAISS index over the item vectors: exact (flat), IVF or HNSW."""
-    import faiss
-
-    vectors = np.ascontiguousarray(item_vectors, dtype=np.float32)
-    n_items, dim = vectors.shape
-    if config.index == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif config.index == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = config.ef_search
-    else:
-        nlist = max(1, min(config.nlist, n_items // 39))  # FAISS wants ~39 points per centroid
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
-        index.nprobe = min(config.nprobe, nlist)
-    index.add(vectors)
-    return index
+def item_index(item_vectors: np.ndarray, config: RankConfig):
+    """The inner-product FAISS index over a run's item vectors, as `[rank]` asks."""
+    return build_index(item_vectors, config.index, nlist=config.nlist, nprobe=config.nprobe,
+                       hnsw_m=config.hnsw_m, ef_search=config.ef_search)
 
 
 def top_unseen(
@@ -120,14 +93,12 @@ def rank(run_dir: Path, interactions_path: Path, config: RankConfig) -> RankSumm
     import faiss
 
     started = time.perf_counter()
-    run_dir = Path(run_dir)
-    user_vectors = np.load(run_dir / "user_vectors.npy")
-    item_vectors = np.load(run_dir / "item_vectors.npy")
-    user_ids = read_ids(run_dir / USER_IDS_FILE)
-    item_ids = read_ids(run_dir / ITEM_IDS_FILE)
+    run = RunFolder(run_dir)
+    user_vectors, item_vectors = run.load_vectors()
+    user_ids, item_ids = read_ids(run.user_ids), read_ids(run.item_ids)
     if len(user_ids) != len(user_vectors) or len(item_ids) != len(item_vectors):
         raise ValueError(
-            f"{run_dir}: {len(user_vectors)} user / {len(item_vectors)} item vectors but "
+            f"{run.path}: {len(user_vectors)} user / {len(item_vectors)} item vectors but "
             f"{len(user_ids)} / {len(item_ids)} ids: the run folder is incomplete or mixed"
         )
     interactions = read_table(
@@ -136,13 +107,11 @@ def rank(run_dir: Path, interactions_path: Path, config: RankConfig) -> RankSumm
     seen = seen_items(interactions, user_ids, item_ids)
     k = min(config.k, len(item_ids))
 
-    index = build_index(item_vectors, config)
+    index = item_index(item_vectors, config)
     items, scores = top_unseen(index, user_vectors, seen, k)
     recall = None
-    if config.index != "flat":
-        exact_items, _ = top_unseen(
-            build_index(item_vectors, RankConfig(index="flat")), user_vectors, seen, k
-        )
+    if config.index != "exact":
+        exact_items, _ = top_unseen(build_index(item_vectors), user_vectors, seen, k)
         recall = overlap_recall(items, exact_items)
 
     valid = items >= 0
@@ -157,14 +126,12 @@ def rank(run_dir: Path, interactions_path: Path, config: RankConfig) -> RankSumm
             "score": pa.array(scores[valid]),
         }
     )
-    write_table(
-        run_dir / "candidates.parquet", table, schemas.CANDIDATES, {"index": config.index, "k": k}
-    )
-    faiss.write_index(index, str(run_dir / INDEX_FILE))
+    write_table(run.candidates, table, schemas.CANDIDATES, {"index": config.index, "k": k})
+    write_atomically(run.index, lambda temporary: faiss.write_index(index, str(temporary)))
     seconds = time.perf_counter() - started
     record = {"index": config.index, "k": k, "recall_vs_exact": recall, "seconds": seconds}
-    (run_dir / "rank.json").write_text(json.dumps(record, indent=2))
-    return RankSummary(run_dir, len(user_ids), len(item_ids), k, config.index, seconds, recall)
+    write_json(run.rank_record, record)  # written last: the rank stage's outputs are complete
+    return RankSummary(run.path, len(user_ids), len(item_ids), k, config.index, seconds, recall)
 
 
 def overlap_recall(found: np.ndarray, exact: np.ndarray) -> float:
@@ -178,7 +145,7 @@ def overlap_recall(found: np.ndarray, exact: np.ndarray) -> float:
 
 def user_candidates(run_dir: Path, user_id: str) -> pa.Table:
     """One user's rows of candidates.parquet, best first."""
-    table = read_table(Path(run_dir) / "candidates.parquet", schemas.CANDIDATES)
+    table = read_table(RunFolder(run_dir).candidates, schemas.CANDIDATES)
     rows = table.filter(pc.equal(table.column("user_id"), user_id))
     if rows.num_rows == 0:
         raise KeyError(f"user {user_id!r} has no candidates in {run_dir} (unknown user?)")

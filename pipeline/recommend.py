@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
 
+from model.run import RunFolder, read_torch, write_npz
 from pipeline import schemas
-from pipeline.rank import ITEM_IDS_FILE, USER_IDS_FILE, read_ids, user_candidates
-from pipeline.store import StoreLayout, read_table
+from pipeline.rank import user_candidates
+from pipeline.store import StoreLayout, read_ids, read_table
 from pipeline.training import run_config
 
 SPLIT_NAMES = {
@@ -49,50 +49,69 @@ def recommend_for_user(run_dir: Path, user_id: str, k: int = 10) -> str:
 
 
 def score_new_item(run_dir: Path, item_features: dict[str, np.ndarray]) -> np.ndarray:
-    """The new item's score for every user (run's user vectors . the item encoder's vector)."""
-    import torch
+    """The new item's score for every user (run's user vectors . the item encoder's vector).
 
-    from model.build import build_model
+    Reads only the run folder: the best weights (best_model.pt), the catalog arrays of the item
+    encoder (item_encoder.npz) and the user vectors; no store, no graph build.
+    """
     from model.config import resolve_mm_weights
-    from model.encode import encode_new_items
-    from model.train import BEST_MODEL_FILE
-    from pipeline.training import load_inputs
+    from model.encode import UNIT_PREFIX, encode_new_items
+    from model.lirdrec import LIRDRec
+    from model.registry import uses_features
 
-    run_dir = Path(run_dir)
-    config = run_config(run_dir)
-    train_config = _run_train_config(run_dir)
-    if train_config.model != "lirdrec":
+    run = RunFolder(run_dir)
+    best = read_torch(run.best_model)
+    train_config = _train_config(run, best)
+    if not uses_features(train_config.model):
         raise ValueError(
-            f"{run_dir}: a {train_config.model} run has no item encoder (ID-only model)"
+            f"{run.path}: a {train_config.model} run has no item encoder (ID-only model)"
         )
-    inputs = load_inputs(config)
-    trained_on = json.loads((run_dir / "inputs.json").read_text())["fingerprint"]
-    if inputs.fingerprint() != trained_on:
-        raise ValueError(
-            f"{run_dir}: the store's features changed since this run was trained; rerun train"
-        )
-    data = inputs.data
-    missing = sorted(set(data.modalities) - set(item_features))
+    if not run.item_encoder.exists():  # a run of an earlier version: build it once
+        _write_item_encoder(run, train_config, best)
+    with np.load(run.item_encoder) as npz:
+        catalog = {name: npz[name] for name in npz.files}
+    modalities = sorted(n.removeprefix(UNIT_PREFIX) for n in catalog if n.startswith(UNIT_PREFIX))
+    missing = sorted(set(modalities) - set(item_features))
     if missing:
-        raise KeyError(f"item features lack modality {missing}; the run has {data.modalities}")
-    model = build_model(train_config, data, torch.device("cpu"), log=lambda _: None)
-    state = torch.load(run_dir / BEST_MODEL_FILE, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
+        raise KeyError(f"item features lack modality {missing}; the run has {modalities}")
+    users, _ = run.load_vectors()  # (U, D)
+    model = LIRDRec.encoder_only(
+        train_config, len(users), [catalog[UNIT_PREFIX + name].shape[1] for name in modalities]
+    )
+    model.load_state_dict(best["model"])
     new = {
         name: np.atleast_2d(np.asarray(item_features[name], dtype=np.float32))
-        for name in data.modalities
+        for name in modalities
     }
-    weights = resolve_mm_weights(train_config, data.modalities)
-    vector = encode_new_items(model, data.features, new, weights, train_config.knn_k)  # (1, D)
-    users = np.load(run_dir / "user_vectors.npy")  # (U, D)
+    weights = resolve_mm_weights(train_config, modalities)
+    vector = encode_new_items(model, catalog, new, weights, train_config.knn_k)  # (1, D)
     return users @ vector[0]
 
 
-def _run_train_config(run_dir: Path):
+def _train_config(run: RunFolder, best: dict):
+    """The run's own train config: best_model.pt's (metrics.json's for runs of earlier versions)."""
     from model.config import TrainConfig
 
-    saved = json.loads((Path(run_dir) / "metrics.json").read_text())["config"]
+    saved = best.get("config") or run.read_json(run.metrics)["config"]
     return TrainConfig(**{**saved, "topk": tuple(saved["topk"])})
+
+
+def _write_item_encoder(run: RunFolder, train_config, best: dict) -> None:
+    """item_encoder.npz for a run trained before runs kept it: rebuilt from the store once."""
+    import torch
+
+    from model.build import build_model
+    from model.encode import catalog_encoder
+    from pipeline.training import load_inputs
+
+    inputs = load_inputs(run_config(run.path))
+    if inputs.fingerprint() != run.read_json(run.inputs)["fingerprint"]:
+        raise ValueError(
+            f"{run.path}: the store's features changed since this run was trained; rerun train"
+        )
+    model = build_model(train_config, inputs.data, torch.device("cpu"), log=lambda _: None)
+    model.load_state_dict(best["model"])
+    write_npz(run.item_encoder, catalog_encoder(model, inputs.data.features))
 
 
 def recommend_for_item(run_dir: Path, features_file: Path, k: int = 10) -> str:
@@ -100,8 +119,8 @@ def recommend_for_item(run_dir: Path, features_file: Path, k: int = 10) -> str:
     with np.load(features_file) as npz:
         features = {name: npz[name] for name in npz.files}
     scores = score_new_item(run_dir, features)
-    user_ids = read_ids(Path(run_dir) / USER_IDS_FILE)
-    n_items = len(read_ids(Path(run_dir) / ITEM_IDS_FILE))
+    run = RunFolder(run_dir)
+    user_ids, n_items = read_ids(run.user_ids), len(read_ids(run.item_ids))
     top = np.argsort(-scores, kind="stable")[:k]
     lines = [f"new item from {features_file} (catalog of {n_items:,} items): top {len(top)} users"]
     lines += [

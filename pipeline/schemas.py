@@ -19,6 +19,21 @@ ITEMS = pa.schema(
     ]
 )
 
+# catalog/items.parquet also holds, after the ITEMS columns and before the adapter's extras:
+# True for the items held out entirely as cold start ([split] cold_item_share).
+COLD_HOLDOUT = pa.field("cold_holdout", pa.bool_(), nullable=False)
+
+# The interactions a dataset adapter hands to ingest; `split` is null unless the source has one.
+SOURCE_INTERACTIONS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("timestamp", pa.int64()),
+        pa.field("rating", pa.float32()),
+        pa.field("split", pa.int8()),
+    ]
+)
+
 # catalog/interactions.parquet: one row per (user, item) event, with its split.
 SPLIT_TRAIN, SPLIT_VALID, SPLIT_TEST = 0, 1, 2
 INTERACTIONS = pa.schema(
@@ -64,6 +79,9 @@ def embedding_dim(schema: pa.Schema) -> int:
         raise ValueError(f"column 'vector' must be fixed_size_list<float32>, got {vector_type}")
     return vector_type.list_size
 
+
+# runs/<run_id>/user_ids.parquet and item_ids.parquet: row i of the run's vectors belongs to id i.
+IDS = pa.schema([pa.field("id", pa.string(), nullable=False)])
 
 # runs/<run_id>/candidates.parquet: each user's top-K unseen items.
 CANDIDATES = pa.schema(

@@ -1,10 +1,15 @@
-"""Each stage as one call that says whether it computed anything: shared by the CLI and the flows.
+"""Each stage as one call that says whether it computed anything: THE entry points of the stages.
+
+The CLI (`python -m pipeline STAGE`) and the Prefect tasks (flows/dag.py) call these functions
+and nothing below them, so what is skipped, what is written and what is printed are the same
+either way.
 
 Idempotence across runs comes from the stores' own keys (never from an orchestrator's cache):
 ingest is skipped when its inputs (the dataset files' sizes and times, the dataset and split
-config) are those the catalog was built from; caption and embed compute only items whose
-(input hash, model key) the store lacks; train is skipped when the run folder named by its
-inputs already holds metrics.json; rank when candidates.parquet is newer than the run's vectors.
+config) are those the catalog was built from and every catalog file is there; caption and embed
+compute only items whose (input hash, model key) the store lacks; train is skipped when the run
+folder named by its inputs already holds metrics.json; rank when the run's candidates, index and
+rank record are there and newer than its vectors.
 """
 
 from __future__ import annotations
@@ -15,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.run import RunFolder, write_json
 from pipeline.config import Config
 from pipeline.store import StoreLayout
 
 STAGES = ("ingest", "caption", "embed", "train", "rank")
-INGEST_INPUTS_FILE = "ingest_inputs.json"
 
 
 @dataclass(frozen=True)
@@ -76,15 +81,13 @@ def ingest_stage(config: Config, force: bool = False, progress: bool = False) ->
     from pipeline.ingest import ingest
 
     layout = StoreLayout(config.store)
-    marker = layout.items.parent / INGEST_INPUTS_FILE
     digest = ingest_inputs_digest(config)
-    if not force and layout.interactions.exists() and marker.exists():
-        if json.loads(marker.read_text()).get("digest") == digest:
-            return StageResult(
-                "ingest", False, f"ingest: catalog up to date ({layout.items.parent})"
-            )
+    outputs = (layout.items, layout.interactions, layout.ingest_summary, layout.ingest_inputs)
+    if not force and all(path.exists() for path in outputs):
+        if json.loads(layout.ingest_inputs.read_text()).get("digest") == digest:
+            return StageResult("ingest", False, f"ingest: catalog up to date ({layout.catalog})")
     summary = ingest(config, progress=progress)
-    marker.write_text(json.dumps({"digest": digest}))
+    write_json(layout.ingest_inputs, {"digest": digest})
     return StageResult("ingest", True, summary)
 
 
@@ -93,10 +96,12 @@ def caption_stage(
     force: bool = False,
     shard: tuple[int, int] = (0, 1),
     on_progress: Callable[[int, int], None] | None = None,
+    progress: bool = True,
 ) -> StageResult:
-    from pipeline.extract import caption
+    from pipeline.extract.caption import caption_store, image_roots
 
-    summary = caption(config, force=force, shard=shard, on_progress=on_progress)
+    summary = caption_store(config.caption, config.store, image_roots(config), force=force,
+                            progress=progress, shard=shard, on_progress=on_progress)
     return StageResult("caption", summary.computed + summary.failed > 0, summary)
 
 
@@ -105,41 +110,54 @@ def embed_stage(
     force: bool = False,
     shard: tuple[int, int] = (0, 1),
     on_progress: Callable[[int, int], None] | None = None,
+    progress: bool = True,
 ) -> StageResult:
-    from pipeline.extract import embed
+    from pipeline.extract.embed import embed_store
 
-    summary = embed(config, force=force, shard=shard, on_progress=on_progress)
+    summary = embed_store(config.embed, config.modalities, config.store, force=force,
+                          progress=progress, shard=shard, on_progress=on_progress)
     return StageResult("embed", summary.computed + summary.failed > 0, summary)
 
 
 def train_stage(
-    config: Config, force: bool = False, log: Callable[[str], None] = print
+    config: Config, force: bool = False, search: bool = False, log: Callable[[str], None] = print
 ) -> StageResult:
-    """Train the config's model (and its [compare] runs); skip each run whose metrics already exist."""
-    from pipeline.training import current_runs, train
+    """Train the config's model and its [compare] runs; skip each run whose metrics exist.
 
-    runs = current_runs(config)
-    ran, lines = False, []
-    for train_config, run_dir in zip(config.compare.train_configs(config.train), runs, strict=True):
-        if force or not (run_dir / "metrics.json").exists():
-            train(config, train_config=train_config, resume=not force, log=log)
+    With `search`, the [search] grid runs first (within its budget, selected on VALID Recall@20)
+    and the selected point replaces [train] for this call.
+    """
+    from pipeline import training
+
+    lines = []
+    if search:
+        table, selected = training.search(config, log=log)
+        config = config.model_copy(update={"train": selected})
+        lines.append(table)
+    runs = training.current_runs(config)
+    ran = False
+    for train_config, run in zip(config.compare.train_configs(config.train), runs, strict=True):
+        if force or not run.finished:
+            training.train(config, train_config=train_config, resume=not force, log=log)
             ran = True
-            lines.append(f"trained {run_dir}")
+            lines.append(f"trained {run.path}")
         else:
-            lines.append(f"up to date {run_dir}")
-    return StageResult("train", ran, "\n".join(lines), run_dir=runs[0], runs=runs)
+            lines.append(f"up to date {run.path}")
+    return StageResult("train", ran, "\n".join(lines), run_dir=runs[0].path,
+                       runs=[run.path for run in runs])
 
 
 def rank_stage(config: Config, run_dir: Path, force: bool = False) -> StageResult:
     from pipeline.rank import rank
 
-    run_dir = Path(run_dir)
-    candidates, vectors = run_dir / "candidates.parquet", run_dir / "item_vectors.npy"
+    run = RunFolder(run_dir)
+    outputs = (run.candidates, run.index, run.rank_record)
     if (
         not force
-        and candidates.exists()
-        and candidates.stat().st_mtime_ns >= vectors.stat().st_mtime_ns
+        and all(path.exists() for path in outputs)
+        and min(path.stat().st_mtime_ns for path in outputs) >= run.item_vectors.stat().st_mtime_ns
     ):
-        return StageResult("rank", False, f"rank: candidates up to date ({candidates})", run_dir)
-    summary = rank(run_dir, StoreLayout(config.store).interactions, config.rank)
-    return StageResult("rank", True, summary, run_dir)
+        return StageResult("rank", False, f"rank: candidates up to date ({run.candidates})",
+                           run.path)
+    summary = rank(run.path, StoreLayout(config.store).interactions, config.rank)
+    return StageResult("rank", True, summary, run.path)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
-import os
 import re
 import time
 import uuid
@@ -17,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.schemas import provenance_of, with_provenance
+from model.run import RunFolder, write_atomically, write_text
+from pipeline.schemas import IDS, provenance_of, with_provenance
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -28,21 +27,30 @@ class StoreError(ValueError):
 
 @dataclass(frozen=True)
 class StoreLayout:
-    """Where everything lives under one store root (ARCHITECTURE.md, "Stores")."""
+    """Every path under one store root (ARCHITECTURE.md, "Stores"): nothing else names one."""
 
     root: Path
 
     @property
+    def catalog(self) -> Path:
+        return self.root / "catalog"
+
+    @property
     def items(self) -> Path:
-        return self.root / "catalog" / "items.parquet"
+        return self.catalog / "items.parquet"
 
     @property
     def interactions(self) -> Path:
-        return self.root / "catalog" / "interactions.parquet"
+        return self.catalog / "interactions.parquet"
 
     @property
     def ingest_summary(self) -> Path:
-        return self.root / "catalog" / "ingest_summary.json"
+        return self.catalog / "ingest_summary.json"
+
+    @property
+    def ingest_inputs(self) -> Path:
+        """The digest of what the catalog was built from (the ingest stage's skip check)."""
+        return self.catalog / "ingest_inputs.json"
 
     @property
     def image_cache(self) -> Path:
@@ -52,17 +60,35 @@ class StoreLayout:
     def runs(self) -> Path:
         return self.root / "runs"
 
+    def run(self, name: str) -> RunFolder:
+        return RunFolder(self.runs / _checked_name(name))
+
+    @property
+    def captions_root(self) -> Path:
+        """features/captions/: one folder per captioner key, CURRENT and the stage summary."""
+        return self.root / "features" / "captions"
+
     def captions(self, captioner_key: str) -> Path:
-        return self.root / "features" / "captions" / _checked_name(captioner_key)
+        return self.captions_root / _checked_name(captioner_key)
+
+    @property
+    def caption_summary(self) -> Path:
+        return self.captions_root / "summary.json"
+
+    @property
+    def embeddings_root(self) -> Path:
+        return self.root / "features" / "embeddings"
+
+    def modality_embeddings(self, modality: str) -> Path:
+        """features/embeddings/<modality>/: one folder per embedder key, and CURRENT."""
+        return self.embeddings_root / _checked_name(modality)
 
     def embeddings(self, modality: str, embedder_key: str) -> Path:
-        return (
-            self.root
-            / "features"
-            / "embeddings"
-            / _checked_name(modality)
-            / _checked_name(embedder_key)
-        )
+        return self.modality_embeddings(modality) / _checked_name(embedder_key)
+
+    @property
+    def embed_summary(self) -> Path:
+        return self.embeddings_root / "summary.json"
 
 
 def _checked_name(name: str) -> str:
@@ -83,27 +109,7 @@ def write_table(
     table = conform(table, schema, source=str(path))
     if provenance is not None:
         table = table.replace_schema_metadata(with_provenance(table.schema, provenance).metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_json(path: Path, value: dict) -> Path:
-    """Write `value` as indented JSON at `path` atomically (a unique temp name, then rename), so
-    that concurrent writers never rename each other's temp file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps(value, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda temporary: pq.write_table(table, temporary))
 
 
 def read_table(path: Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
@@ -120,6 +126,15 @@ def read_table(path: Path, schema: pa.Schema, columns: list[str] | None = None) 
         raise StoreError(f"{path}: unreadable Parquet file: {error}") from error
     wanted = schema if columns is None else pa.schema([f for f in schema if f.name in columns])
     return conform(table, wanted, source=str(path), keep_extra=True)
+
+
+def write_ids(path: Path, ids: list[str] | np.ndarray) -> Path:
+    """Row i of a run's vectors belongs to ids[i]; the rank stage maps rows back through this."""
+    return write_table(path, pa.table({"id": pa.array(list(ids), pa.string())}), IDS)
+
+
+def read_ids(path: Path) -> np.ndarray:
+    return np.asarray(read_table(path, IDS).column("id").to_pylist(), dtype=object)
 
 
 def read_metadata(path: Path) -> dict:
@@ -269,10 +284,7 @@ def set_current(keyed_parent: Path, key: str) -> None:
     features/embeddings/<modality>/, since the key is only known once a backend is loaded
     (a fallback captioner, a checkpoint's own max length).
     """
-    keyed_parent.mkdir(parents=True, exist_ok=True)
-    tmp = keyed_parent / f".{CURRENT_FILE}.{uuid.uuid4().hex}.tmp"
-    tmp.write_text(_checked_name(key) + "\n")
-    os.replace(tmp, keyed_parent / CURRENT_FILE)
+    write_text(keyed_parent / CURRENT_FILE, _checked_name(key) + "\n")
 
 
 def current_key(keyed_parent: Path) -> str:

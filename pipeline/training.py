@@ -1,4 +1,8 @@
-"""Train stage: catalog + feature stores -> RecData -> model.train, in a run folder named by its inputs."""
+"""Train stage: catalog + feature stores -> RecData -> model.train, in a run folder named by its inputs.
+
+The run folder's files are named by model.run.RunFolder; this module writes the ones the pipeline
+adds (ids, config snapshot, inputs record) and leaves the rest to model.train.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from model.run import RunFolder, write_json, write_text
 from pipeline import schemas
 from pipeline.config import Config
 from pipeline.splits import catalog_order, codes_in
@@ -23,14 +28,11 @@ from pipeline.store import (
     StoreLayout,
     current_key,
     read_table,
-    write_json,
+    write_ids,
 )
 
 if TYPE_CHECKING:
     from model.config import TrainConfig
-
-CONFIG_SNAPSHOT = "config.json"
-INPUTS_FILE = "inputs.json"
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def modality_folder(config: Config, modality: str) -> tuple[Path, str]:
     if config.modalities[modality].source == "imported":
         key = "imported"
     else:
-        key = current_key(layout.embeddings(modality, "x").parent)
+        key = current_key(layout.modality_embeddings(modality))
     return layout.embeddings(modality, key), key
 
 
@@ -138,35 +140,36 @@ def load_inputs(config: Config, with_features: bool = True) -> TrainInputs:
     )
 
 
-def run_folder(config: Config, train_config: TrainConfig, inputs: TrainInputs) -> Path:
+def run_folder(config: Config, train_config: TrainConfig, inputs: TrainInputs) -> RunFolder:
     """`runs/<model>-<hash of the train config and the inputs>`: the same inputs resume the same run."""
     payload = json.dumps(dataclasses.asdict(train_config), sort_keys=True, default=str)
     digest = hashlib.blake2b((payload + inputs.fingerprint()).encode(), digest_size=6).hexdigest()
-    return StoreLayout(config.store).runs / f"{train_config.model}-{digest}"
+    return StoreLayout(config.store).run(f"{train_config.model}-{digest}")
 
 
 def train(config: Config, *, resume: bool = True, train_config: TrainConfig | None = None,
           log=print):
     """Train `train_config` (default: the config's [train]) and write the run folder it names."""
+    from model.registry import uses_features
     from model.train import train as train_model
-    from pipeline.rank import ITEM_IDS_FILE, USER_IDS_FILE, write_ids
 
     train_config = train_config or config.train
-    inputs = load_inputs(config, with_features=train_config.model == "lirdrec")
-    run_dir = run_folder(config, train_config, inputs)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_ids(run_dir / USER_IDS_FILE, inputs.user_ids)
-    write_ids(run_dir / ITEM_IDS_FILE, inputs.item_ids)
-    (run_dir / CONFIG_SNAPSHOT).write_text(config.model_dump_json(indent=2))
-    (run_dir / INPUTS_FILE).write_text(json.dumps(_inputs_record(inputs), indent=2, default=str))
+    inputs = load_inputs(config, with_features=uses_features(train_config.model))
+    run = run_folder(config, train_config, inputs)
+    write_ids(run.user_ids, inputs.user_ids)
+    write_ids(run.item_ids, inputs.item_ids)
+    # the run's own train config (a [compare] run's, not [train]'s) inside the pipeline config
+    snapshot = config.model_copy(update={"train": train_config})
+    write_text(run.config, snapshot.model_dump_json(indent=2))
+    write_json(run.inputs, _inputs_record(inputs))
     for modality in inputs.modalities:
         if modality.missing_items:
             log(
                 f"modality {modality.name}: {modality.missing_items} item(s) have no vector; "
                 "they get the modality's mean vector"
             )
-    result = train_model(train_config, inputs.data, run_dir, resume=resume, log=log)
-    _add_inputs_to_metrics(run_dir, inputs)
+    result = train_model(train_config, inputs.data, run.path, resume=resume, log=log)
+    _add_inputs_to_metrics(run, inputs)
     return result
 
 
@@ -188,35 +191,29 @@ def _inputs_record(inputs: TrainInputs) -> dict:
     }
 
 
-def _add_inputs_to_metrics(run_dir: Path, inputs: TrainInputs) -> None:
+def _add_inputs_to_metrics(run: RunFolder, inputs: TrainInputs) -> None:
     """metrics.json says which extractors produced the run's inputs (a descriptor is never an MLLM)."""
-    path = run_dir / "metrics.json"
-    metrics = json.loads(path.read_text())
+    metrics = run.read_json(run.metrics)
     metrics["inputs"] = _inputs_record(inputs)
-    write_json(path, metrics)
+    write_json(run.metrics, metrics)
 
 
 def run_config(run_dir: Path) -> Config:
-    """The config a run was trained with (its snapshot; paths already absolute)."""
-    snapshot = Path(run_dir) / CONFIG_SNAPSHOT
+    """The config a run was trained with (its snapshot; paths already absolute). Its [train] is
+    the run's own (for runs of earlier versions, a [compare] run's snapshot holds [train]'s)."""
+    snapshot = RunFolder(run_dir).config
     if not snapshot.exists():
-        raise FileNotFoundError(f"{snapshot}: not a run folder (no {CONFIG_SNAPSHOT})")
+        raise FileNotFoundError(f"{snapshot}: not a run folder (no {snapshot.name})")
     return Config.model_validate_json(snapshot.read_text(), context={"check_paths": False})
 
 
-def rank_run(run_dir: Path):
-    """The rank stage for a trained run folder (FAISS index + candidates.parquet)."""
-    from pipeline.rank import rank
-
-    config = run_config(run_dir)
-    return rank(Path(run_dir), StoreLayout(config.store).interactions, config.rank)
-
-
-def current_runs(config: Config) -> list[Path]:
+def current_runs(config: Config) -> list[RunFolder]:
     """The run folders the config's current inputs name: [train] first, then its [compare] runs."""
+    from model.registry import uses_features
+
     folders, inputs = [], {}
     for train_config in config.compare.train_configs(config.train):
-        with_features = train_config.model == "lirdrec"
+        with_features = uses_features(train_config.model)
         if with_features not in inputs:
             inputs[with_features] = load_inputs(config, with_features=with_features)
         folders.append(run_folder(config, train_config, inputs[with_features]))
@@ -234,7 +231,9 @@ def search(config: Config, log=print) -> tuple[str, TrainConfig]:
 
     if config.search is None:
         raise ValueError(f"{config.source}: --search needs a [search] section with a grid")
-    inputs = load_inputs(config, with_features=config.train.model == "lirdrec")
+    from model.registry import uses_features
+
+    inputs = load_inputs(config, with_features=uses_features(config.train.model))
     digest = hashlib.blake2b(
         (
             json.dumps(dataclasses.asdict(config.search), sort_keys=True, default=str)

@@ -115,3 +115,68 @@ def test_search_then_trains_the_selected_point_in_full(trained):
     final = json.loads((Path(result.stdout.strip().splitlines()[-1]) / "metrics.json").read_text())
     assert final["config"]["learning_rate"] == chosen["overrides"]["learning_rate"]
     assert final["epochs_run"] == 3  # the selected point trained with the config's own epochs
+
+
+def test_run_folder_files_and_checkpoints(trained):
+    """best_model.pt holds the run's own config and data fingerprint; every torch file of a run
+    loads with weights_only=True."""
+    import torch
+
+    from model.run import RunFolder
+
+    root, config, run_dir = trained
+    run = RunFolder(run_dir)
+    metrics = json.loads(run.metrics.read_text())
+    for path in (run.best_model, run.checkpoint):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        assert state["config"] == metrics["config"]
+        assert state["data_fingerprint"] == metrics["data_fingerprint"]
+    assert run.item_encoder.exists()
+
+
+def test_a_compare_runs_config_snapshot_is_its_own(trained):
+    root, config, run_dir = trained
+    compared = root / "compared.toml"
+    compared.write_text(config.read_text() + '\n[compare]\nbaselines = { bpr = { learning_rate = 0.01 } }\n')
+    result = cli("train", "--config", str(compared))
+    bpr_run = Path(next(line.split()[-1] for line in result.stdout.splitlines() if "/bpr-" in line))
+    snapshot = json.loads((bpr_run / "config.json").read_text())
+    assert snapshot["train"]["model"] == "bpr"
+    assert snapshot["train"]["learning_rate"] == 0.01
+    assert json.loads((bpr_run / "metrics.json").read_text())["model"] == "bpr"
+
+
+def test_new_item_scoring_reads_only_the_run_folder(trained):
+    """recommend --item-features uses the run's saved item encoder: it works with the feature
+    stores moved away, and a run without item_encoder.npz (an earlier version's) gets it rebuilt
+    from the store with the same scores."""
+    import shutil
+
+    from pipeline.config import load_config
+    from pipeline.recommend import score_new_item
+    from pipeline.training import load_inputs
+
+    root, config, run_dir = trained
+    inputs = load_inputs(load_config(config))
+    features = {name: matrix[3] for name, matrix in inputs.data.features.items()}
+    store_features = root / "store-tiny" / "features"
+    away = root / "features-away"
+    shutil.move(store_features, away)
+    try:
+        saved = score_new_item(run_dir, features)
+    finally:
+        shutil.move(away, store_features)
+    (run_dir / "item_encoder.npz").unlink()
+    rebuilt = score_new_item(run_dir, features)
+    assert (run_dir / "item_encoder.npz").exists()
+    np.testing.assert_allclose(saved, rebuilt, rtol=1e-5, atol=1e-6)
+
+
+def test_ingest_rebuilds_a_deleted_catalog_file(trained):
+    root, config, run_dir = trained
+    items = root / "store-tiny" / "catalog" / "items.parquet"
+    items.unlink()
+    result = cli("ingest", "--config", str(config))
+    assert "up to date" not in result.stdout
+    assert items.exists()
+    assert "catalog up to date" in cli("ingest", "--config", str(config)).stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -184,3 +185,32 @@ def test_serving_without_a_server_says_how_to_start_one():
     assert result.returncode == 1
     assert "no Prefect server answers at http://127.0.0.1:9/api" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_stages_run_by_the_cli_are_skipped_by_the_flow(prefect_api, tmp_path):
+    """One stage API: each stage run by `python -m pipeline STAGE`, then the whole flow: the flow
+    finds every stage's outputs up to date (the CLI wrote what the flow's skip checks read)."""
+    import subprocess
+    import sys
+
+    from flows.dag import extract_and_train
+    from tests.support.catalog import make_catalog, write_config
+
+    catalog = make_catalog(tmp_path / "catalog", n_items=14, n_users=8)
+    config = write_config(tmp_path, catalog, name="cli-then-flow")
+
+    def cli(*args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True,
+                                text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    for stage in ("ingest", "caption", "embed"):
+        cli(stage, "--config", str(config))
+    run_dir = cli("train", "--config", str(config)).strip().splitlines()[-1]
+    cli("rank", "--run", run_dir)
+    state = extract_and_train(str(config), return_state=True)
+    assert state.is_completed(), state
+    assert task_states(state) == dict.fromkeys(("ingest", "caption", "embed", "train", "rank"),
+                                               "Skipped")
+    assert state.result() == run_dir

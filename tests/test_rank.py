@@ -6,32 +6,24 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from model.run import RunFolder
 from pipeline import schemas
 from pipeline.config import RankConfig
-from pipeline.rank import (
-    ITEM_IDS_FILE,
-    USER_IDS_FILE,
-    build_index,
-    rank,
-    read_ids,
-    seen_items,
-    top_unseen,
-    user_candidates,
-    write_ids,
-)
-from pipeline.store import read_table, write_table
+from pipeline.rank import item_index, rank, seen_items, top_unseen, user_candidates
+from pipeline.store import read_ids, read_table, write_ids, write_table
 
 
 @pytest.fixture
 def run(tmp_path):
     rng = np.random.default_rng(0)
     n_users, n_items, dim = 40, 300, 16
-    np.save(tmp_path / "user_vectors.npy", rng.normal(size=(n_users, dim)).astype(np.float32))
-    np.save(tmp_path / "item_vectors.npy", rng.normal(size=(n_items, dim)).astype(np.float32))
+    folder = RunFolder(tmp_path)
+    np.save(folder.user_vectors, rng.normal(size=(n_users, dim)).astype(np.float32))
+    np.save(folder.item_vectors, rng.normal(size=(n_items, dim)).astype(np.float32))
     user_ids = [f"u{u}" for u in range(n_users)]
     item_ids = [f"i{i}" for i in range(n_items)]
-    write_ids(tmp_path / USER_IDS_FILE, user_ids)
-    write_ids(tmp_path / ITEM_IDS_FILE, item_ids)
+    write_ids(folder.user_ids, user_ids)
+    write_ids(folder.item_ids, item_ids)
     rows = []
     for u in range(n_users):
         for i in rng.choice(n_items, size=rng.integers(1, 60), replace=False):
@@ -64,10 +56,10 @@ def test_flat_candidates_are_exact_and_never_known(run):
     run_dir, interactions = run
     summary = rank(run_dir, interactions, RankConfig(k=10))
     assert summary.recall_vs_exact is None  # exact search: nothing to compare
-    table = read_table(run_dir / "candidates.parquet", schemas.CANDIDATES)
+    table = read_table(RunFolder(run_dir).candidates, schemas.CANDIDATES)
     users = np.load(run_dir / "user_vectors.npy")
     items = np.load(run_dir / "item_vectors.npy")
-    user_ids, item_ids = read_ids(run_dir / USER_IDS_FILE), read_ids(run_dir / ITEM_IDS_FILE)
+    user_ids, item_ids = read_ids(RunFolder(run_dir).user_ids), read_ids(RunFolder(run_dir).item_ids)
     seen = seen_items(read_table(interactions, schemas.INTERACTIONS), user_ids, item_ids)
     expected = brute_force(users, items, seen, 10)
     got = {}
@@ -88,7 +80,7 @@ def test_flat_candidates_are_exact_and_never_known(run):
 def test_user_who_has_seen_almost_everything_gets_what_is_left():
     items = np.eye(5, dtype=np.float32)
     users = np.ones((1, 5), dtype=np.float32)
-    index = build_index(items, RankConfig(index="flat"))
+    index = item_index(items, RankConfig(index="exact"))
     found, scores = top_unseen(index, users, [np.array([0, 1, 2, 3])], k=3)
     assert found.tolist() == [[4, -1, -1]]
     assert np.isneginf(scores[0, 1:]).all()
@@ -105,7 +97,7 @@ def test_approximate_indexes_report_recall_against_exact(run, kind):
 
 def test_mismatched_run_folder_is_refused(run):
     run_dir, interactions = run
-    write_ids(run_dir / USER_IDS_FILE, ["only-one"])
+    write_ids(RunFolder(run_dir).user_ids, ["only-one"])
     with pytest.raises(ValueError, match="incomplete or mixed"):
         rank(run_dir, interactions, RankConfig())
 

@@ -11,16 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-# The interactions an adapter hands to ingest; `split` is null unless the source carries one.
-SOURCE_INTERACTIONS = pa.schema(
-    [
-        pa.field("user_id", pa.string(), nullable=False),
-        pa.field("item_id", pa.string(), nullable=False),
-        pa.field("timestamp", pa.int64()),
-        pa.field("rating", pa.float32()),
-        pa.field("split", pa.int8()),
-    ]
-)
+from pipeline.schemas import SOURCE_INTERACTIONS
 
 _EXAMPLES = 5  # ids shown with each drop, so a user can look the rows up
 

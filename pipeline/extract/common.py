@@ -10,18 +10,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
-from pipeline.store import (
-    PartStore,
-    StoreError,
-    write_json,
-)
-
-if TYPE_CHECKING:
-    pass
+from model.run import write_json
+from pipeline.store import PartStore, StoreError
 
 log = logging.getLogger(__name__)
 
