@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from model.run import write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 HOME = Path(os.environ.get("PREFECT_HOME", ROOT / "artifacts" / "prefect"))
 HOST, PORT = "127.0.0.1", int(os.environ.get("DEMO_PREFECT_PORT", "4200"))
@@ -59,7 +61,7 @@ def _start(name: str, command: list[str]) -> int:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    (HOME / f"{name}.pid").write_text(str(process.pid))
+    write_text(HOME / f"{name}.pid", str(process.pid))
     return process.pid
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import time
-import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from model.run import write_atomically
 
 _CHUNK = 1 << 20
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}  # worth another try; other 4xx are final
@@ -43,6 +43,10 @@ class Fetched:
     error: str | None = None  # short and stable ("HTTP 404"), so failures group into counted drops
     detail: str = ""
     from_cache: bool = False
+
+
+class _Empty(Exception):
+    """The server answered with no bytes."""
 
 
 class _TooLarge(Exception):
@@ -132,9 +136,10 @@ def _fetch(client, url: str, path: Path, retries: int, max_bytes: int, backoff_s
 def _save(url: str, chunks: Iterable[bytes], path: Path, max_bytes: int) -> Fetched:
     digest = hashlib.sha256()
     size = 0
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
+
+    def stream(temporary: Path) -> None:
+        nonlocal size
+        with temporary.open("wb") as handle:
             for chunk in chunks:
                 size += len(chunk)
                 if size > max_bytes:
@@ -142,8 +147,10 @@ def _save(url: str, chunks: Iterable[bytes], path: Path, max_bytes: int) -> Fetc
                 digest.update(chunk)
                 handle.write(chunk)
         if size == 0:
-            return Fetched(url, None, None, "empty answer (0 bytes)")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+            raise _Empty
+
+    try:
+        write_atomically(path, stream)
+    except _Empty:
+        return Fetched(url, None, None, "empty answer (0 bytes)")
     return Fetched(url, path, digest.hexdigest())
