@@ -25,7 +25,12 @@ MODELS: dict[str, str] = {
 
 
 class Recommender(Protocol):
-    """What the trainer, the evaluator and the rank stage use of a model (a torch nn.Module)."""
+    """What the trainer, the evaluator and the rank stage use of a model (a torch nn.Module).
+
+    A model with `uses_features` can also score items it never saw (SPEC section 8): it then
+    provides `encoder_only(config, n_users, feature_dims)` and what model/encode.py calls
+    (`item_streams`, `propagated_rows`, `n_mm_layers`, `mm_adjacency`), as LIRDRec does.
+    """
 
     uses_features: ClassVar[bool]  # reads the feature stores (else ID-only: no features loaded)
 

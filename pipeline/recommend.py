@@ -56,8 +56,7 @@ def score_new_item(run_dir: Path, item_features: dict[str, np.ndarray]) -> np.nd
     """
     from model.config import resolve_mm_weights
     from model.encode import UNIT_PREFIX, encode_new_items
-    from model.lirdrec import LIRDRec
-    from model.registry import uses_features
+    from model.registry import model_class, uses_features
 
     run = RunFolder(run_dir)
     best = read_torch(run.best_model)
@@ -75,7 +74,7 @@ def score_new_item(run_dir: Path, item_features: dict[str, np.ndarray]) -> np.nd
     if missing:
         raise KeyError(f"item features lack modality {missing}; the run has {modalities}")
     users, _ = run.load_vectors()  # (U, D)
-    model = LIRDRec.encoder_only(
+    model = model_class(train_config.model).encoder_only(
         train_config, len(users), [catalog[UNIT_PREFIX + name].shape[1] for name in modalities]
     )
     model.load_state_dict(best["model"])
