@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -16,6 +19,48 @@ class LoadedImage:
 
     image: Image.Image | None
     error: str | None
+
+
+MAX_IMAGE_BYTES = 256 * 2**20  # no item image is larger; a bigger file is refused unread
+
+
+class ImageFileError(OSError):
+    """A path where an image should be is not a regular file, or is larger than the limit."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason  # "rejected" or "too large": the start of the item's error row
+
+
+def open_image_file(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> BinaryIO:
+    """`path` opened for reading when it is a regular file of at most `max_bytes` (ImageFileError if not).
+
+    Opened with O_NONBLOCK, so a FIFO or device returns at once instead of blocking, and with
+    O_NOFOLLOW, so a symlink swapped in after the path was resolved is not followed; then
+    checked with fstat on the open descriptor, so what is checked is what is read.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError as error:
+        if error.errno == getattr(os, "ELOOP", None) or Path(path).is_symlink():
+            raise ImageFileError("rejected", f"a symbolic link, not an image file: {path}") from error
+        raise
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageFileError(
+                "rejected", f"not a regular file (a FIFO, device or folder): {path}"
+            )
+        if info.st_size > max_bytes:
+            raise ImageFileError(
+                "too large", f"{info.st_size} bytes exceeds the image file limit {max_bytes}: {path}"
+            )
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def resolve_image_path(image_path: str, image_roots: Sequence[Path]) -> Path:
@@ -46,7 +91,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(image_path: str | None, image_roots: Sequence[Path], max_pixels: int) -> LoadedImage:
+def load_image(
+    image_path: str | None,
+    image_roots: Sequence[Path],
+    max_pixels: int,
+    max_bytes: int = MAX_IMAGE_BYTES,
+) -> LoadedImage:
     """Open, check and decode one image; every failure becomes an error string, never an exception."""
     if not image_path:
         return LoadedImage(None, "missing: the catalog has no image_path for this item")
@@ -54,12 +104,18 @@ def load_image(image_path: str | None, image_roots: Sequence[Path], max_pixels: 
         path = resolve_image_path(image_path, image_roots)
     except ValueError as error:
         return LoadedImage(None, f"rejected: {error}")
-    if not path.is_file():
-        return LoadedImage(None, f"missing: no file at {path}")
     try:
-        with warnings.catch_warnings():
+        handle = open_image_file(path, max_bytes)
+    except ImageFileError as error:
+        return LoadedImage(None, f"{error.reason}: {error}")
+    except FileNotFoundError:
+        return LoadedImage(None, f"missing: no file at {path}")
+    except OSError as error:
+        return LoadedImage(None, f"unreadable: {error.strerror or error} ({path})")
+    try:
+        with handle, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
+            with Image.open(handle) as opened:
                 width, height = opened.size
                 if width * height > max_pixels:
                     return LoadedImage(

@@ -9,17 +9,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from extractors.images import MAX_IMAGE_BYTES, ImageFileError, open_image_file
 from model.run import write_atomically
 
 _CHUNK = 1 << 20
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}  # worth another try; other 4xx are final
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
+def sha256_file(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> str:
+    """Hex sha256 of an image file's bytes; ImageFileError (an OSError) for a FIFO, device,
+    folder or a file over `max_bytes` (checked again while reading: a file may grow)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    size = 0
+    with open_image_file(path, max_bytes) as handle:
         while chunk := handle.read(_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise ImageFileError(
+                    "too large", f"more than the image file limit {max_bytes} bytes: {path}"
+                )
             digest.update(chunk)
     return digest.hexdigest()
 

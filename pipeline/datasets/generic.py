@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from extractors.images import ImageFileError
 from pipeline.datasets.common import (
     DatasetError,
     SourceData,
@@ -140,7 +141,10 @@ def _resolve_images(
             elif not candidate.is_file():
                 failed["image file not found"].append(ids[row])
             else:
-                paths[row], digests[row] = str(candidate), sha256_file(candidate)
+                try:
+                    paths[row], digests[row] = str(candidate), sha256_file(candidate)
+                except ImageFileError as error:  # a file over the size limit, or swapped since
+                    failed[f"image file {error.reason}"].append(ids[row])
     if urls:
         download = dataset.download
         fetched = download_images(

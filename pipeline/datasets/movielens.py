@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from extractors.images import ImageFileError
 from pipeline.datasets.common import (
     DatasetError,
     SourceData,
@@ -78,9 +79,9 @@ def load_movielens(path: Path, min_rating: float | None = None) -> SourceData:
     image_paths, image_sha256 = [], []
     for item_id in item_ids.to_pylist():
         poster = poster_dir / f"{item_id}.jpg"
-        found = poster.is_file()
-        image_paths.append(str(poster.resolve()) if found else None)
-        image_sha256.append(sha256_file(poster) if found else None)
+        digest = _poster_sha256(poster)
+        image_paths.append(str(poster.resolve()) if digest else None)
+        image_sha256.append(digest)
     items = pa.table(
         {
             "item_id": item_ids,
@@ -122,6 +123,16 @@ def load_movielens(path: Path, min_rating: float | None = None) -> SourceData:
     source.add_drop(below)
     source.interactions = interactions
     return source
+
+
+def _poster_sha256(poster: Path) -> str | None:
+    """The poster's sha256; None when there is no regular file of a sane size (the item has no image)."""
+    if not poster.is_file():
+        return None
+    try:
+        return sha256_file(poster)
+    except ImageFileError:
+        return None
 
 
 def _read_details(path: Path) -> dict[str, tuple[str, list[str], list[str]]]:
