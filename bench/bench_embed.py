@@ -35,7 +35,7 @@ def main() -> None:
     import pyarrow as pa
     import torch
 
-    from extractors.config import EmbedConfig, ModalityConfig
+    from extractors.config import ModalityConfig, SentenceTransformersEmbedConfig
     from extractors.st_embedder import SentenceTransformerEmbedder
     from pipeline.extract import embed_store
     from pipeline.schemas import ITEMS
@@ -43,7 +43,7 @@ def main() -> None:
 
     with open(ITEM_TEXT, encoding="utf-8") as handle:
         texts = [row["text"] for row in csv.DictReader(handle)][: args.limit]
-    config = EmbedConfig(batch_size=args.batch_size)
+    config = SentenceTransformersEmbedConfig(batch_size=args.batch_size)
     embedder = SentenceTransformerEmbedder(
         config
     )  # loaded once; the stage is handed this same model

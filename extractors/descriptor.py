@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from extractors.base import stable_key
+from extractors.base import BatchCaptioner, stable_key
 
 DESCRIPTOR_VERSION = 1
 ANALYSIS_SIDE = (
@@ -108,15 +108,21 @@ def describe(image: Image.Image) -> str:
     return " ".join(parts)
 
 
-class DescriptorCaptioner:
+class DescriptorCaptioner(BatchCaptioner):
     """Captions from colour, light and layout statistics; needs no weights; its key says it is no MLLM."""
 
     name = "descriptor (classical image analysis; NOT a multimodal LLM)"
 
-    def __init__(self) -> None:
+    def __init__(self, batch_size: int = 8) -> None:
         self.key = stable_key(
             "descriptor-not-mllm", "image-statistics", {"version": DESCRIPTOR_VERSION}
         )
+        self.preferred_batch = batch_size
+        self.provenance = {
+            "backend": "descriptor",
+            "note": "classical image statistics; not a multimodal LLM",
+            "version": DESCRIPTOR_VERSION,
+        }
 
     def caption(self, images: list[Image.Image]) -> list[str]:
         return [describe(image) for image in images]

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from extractors.base import stable_key
-from extractors.config import CaptionConfig, EmbedConfig
+from extractors.base import CaptionResult, Embedded, stable_key
+from extractors.config import OpenAICaptionConfig, OpenAIEmbedConfig
 from extractors.openai_http import EndpointError, RetryingJsonClient
 
 if TYPE_CHECKING:
@@ -19,8 +19,7 @@ if TYPE_CHECKING:
 DIMENSION_PROBE_TEXT = "dimension probe"
 
 
-def _client(config: CaptionConfig | EmbedConfig) -> RetryingJsonClient:
-    assert config.base_url is not None  # enforced by the config's own validation
+def _client(config: OpenAICaptionConfig | OpenAIEmbedConfig) -> RetryingJsonClient:
     return RetryingJsonClient(
         config.base_url,
         config.api_key_env,
@@ -60,19 +59,25 @@ def parse_chat_answer(answer: dict[str, Any]) -> str:
 class OpenAICaptioner:
     """One chat-completions request per image, `concurrency` in flight, deterministic (temperature 0)."""
 
-    def __init__(self, config: CaptionConfig) -> None:
+    def __init__(self, config: OpenAICaptionConfig) -> None:
         self.config = config
-        self.key = stable_key(
-            "openai",
-            config.model,
-            {
-                "prompt": config.prompt,
-                "max_tokens": config.max_new_tokens,
-                "temperature": 0,
-                "image_side": config.image_detail_side,
-            },
-        )
+        settings = {
+            "prompt": config.prompt,
+            "max_tokens": config.max_new_tokens,
+            "temperature": 0,
+            "image_side": config.image_detail_side,
+        }
+        self.key = stable_key("openai", config.model, settings)  # not the endpoint: any server of the model
         self.name = f"openai:{config.model}"
+        self.provenance = {
+            "backend": "openai",
+            "model": config.model,
+            **settings,
+            "base_url": config.base_url,
+            "api_key_env": config.api_key_env,  # the variable's name, never its value
+        }
+        # enough images at once to keep `concurrency` requests in flight
+        self.preferred_batch = max(config.batch_size, config.concurrency)
         self._client = _client(config)
 
     def _request(self, image: Image.Image) -> str:
@@ -97,10 +102,10 @@ class OpenAICaptioner:
         }
         return parse_chat_answer(self._client.post("chat/completions", payload))
 
-    def caption_each(self, images: list[Image.Image]) -> list[tuple[str | None, str | None]]:
+    def caption_each(self, images: list[Image.Image]) -> list[CaptionResult]:
         """(caption, None) or (None, error) per image: one bad answer fails only its own item."""
 
-        def one(image: Image.Image) -> tuple[str | None, str | None]:
+        def one(image: Image.Image) -> CaptionResult:
             try:
                 return self._request(image), None
             except EndpointError as error:
@@ -122,30 +127,33 @@ class OpenAICaptioner:
 class OpenAIEmbedder:
     """Embeddings endpoint; batches of `batch_size` texts, `concurrency` batches in flight."""
 
-    def __init__(self, config: EmbedConfig) -> None:
+    def __init__(self, config: OpenAIEmbedConfig) -> None:
         self.config = config
         self._client = _client(config)
-        self.key = stable_key(
-            "openai",
-            config.model,
-            {
-                "instruction": config.instruction,
-                "normalize": config.normalize,
-                "dimensions": config.dimensions,
-                "max_input_chars": config.max_input_chars,
-            },
-        )
-        self.dim = config.dimensions or self._request([DIMENSION_PROBE_TEXT]).shape[1]
+        settings = {
+            "instruction": config.instruction,
+            "normalize": config.normalize,
+            "dimensions": config.dimensions,
+            "max_input_chars": config.max_input_chars,
+        }
+        self.key = stable_key("openai", config.model, settings)
+        self.name = f"openai:{config.model}"
+        self.provenance = {
+            "backend": "openai",
+            "model": config.model,
+            **settings,
+            "base_url": config.base_url,
+            "api_key_env": config.api_key_env,  # the variable's name, never its value
+        }
+        self.dim: int = config.dimensions or self._request([DIMENSION_PROBE_TEXT], None).shape[1]
 
     def prepare(self, text: str) -> tuple[str, bool]:
         """(text sent, whether it was cut to max_input_chars)."""
         full = self.config.instruction + text
         return full[: self.config.max_input_chars], len(full) > self.config.max_input_chars
 
-    def truncated(self, texts: list[str]) -> list[bool]:
-        return [self.prepare(text)[1] for text in texts]
-
-    def _request(self, texts: list[str]) -> np.ndarray:
+    def _request(self, texts: list[str], dim: int | None) -> np.ndarray:
+        """(len(texts), D) vectors from one request; D must be `dim` unless that is None (the probe)."""
         payload: dict[str, Any] = {
             "model": self.config.model,
             "input": texts,
@@ -169,18 +177,18 @@ class OpenAIEmbedder:
         matrix = np.asarray(vectors, dtype=np.float32)  # (B, D)
         if not np.isfinite(matrix).all():
             raise EndpointError("garbage answer: non-finite values in embeddings")
-        if getattr(self, "dim", None) is not None and matrix.shape[1] != self.dim:
-            raise EndpointError(
-                f"garbage answer: vectors of size {matrix.shape[1]}, expected {self.dim}"
-            )
+        if dim is not None and matrix.shape[1] != dim:
+            raise EndpointError(f"garbage answer: vectors of size {matrix.shape[1]}, expected {dim}")
         if self.config.normalize:
             matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
         return matrix
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        prepared = [self.prepare(text)[0] for text in texts]
+    def embed(self, texts: list[str]) -> Embedded:
+        prepared = [self.prepare(text) for text in texts]
+        sent = [text for text, _ in prepared]
         size = self.config.batch_size
-        batches = [prepared[start : start + size] for start in range(0, len(prepared), size)]
+        batches = [sent[start : start + size] for start in range(0, len(sent), size)]
         with ThreadPoolExecutor(self.config.concurrency) as pool:
-            parts = list(pool.map(self._request, batches))
-        return np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
+            parts = list(pool.map(lambda batch: self._request(batch, self.dim), batches))
+        vectors = np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
+        return Embedded(vectors, [cut for _, cut in prepared])

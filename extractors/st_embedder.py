@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 
-from extractors.base import ModelLoadError, stable_key
-from extractors.config import EmbedConfig
+from extractors.base import Embedded, ModelLoadError, stable_key
+from extractors.config import SentenceTransformersEmbedConfig
 from extractors.hub import (
     LOCAL_WEIGHTS_HINT,
     MINILM_IDS,
@@ -20,7 +20,7 @@ from extractors.hub import (
 log = logging.getLogger(__name__)
 
 
-def _load(config: EmbedConfig, device: str | None):
+def _load(config: SentenceTransformersEmbedConfig, device: str | None):
     """The SentenceTransformer: local folder, hub (when reachable), hub cache, or the packaged MiniLM."""
     from sentence_transformers import SentenceTransformer
 
@@ -46,10 +46,26 @@ def _load(config: EmbedConfig, device: str | None):
         ) from cache_miss
 
 
+def _key_settings(config: SentenceTransformersEmbedConfig, max_seq_length: int) -> dict:
+    """What decides the vectors: revision, instruction, normalisation, the token limit in effect, weights."""
+    return {
+        "revision": config.revision,
+        "instruction": config.instruction,
+        "normalize": config.normalize,
+        "max_seq_length": max_seq_length,
+        "weights": folder_fingerprint(config.model),
+    }
+
+
+def embedder_key(config: SentenceTransformersEmbedConfig, max_seq_length: int) -> str:
+    """Key of a sentence-transformers embedder whose model truncates at `max_seq_length` tokens."""
+    return stable_key("sentence-transformers", config.model, _key_settings(config, max_seq_length))
+
+
 class SentenceTransformerEmbedder:
     """`SentenceTransformer.encode` with an optional instruction prefix; records which texts get truncated."""
 
-    def __init__(self, config: EmbedConfig) -> None:
+    def __init__(self, config: SentenceTransformersEmbedConfig) -> None:
         import torch
 
         self.config = config
@@ -64,34 +80,26 @@ class SentenceTransformerEmbedder:
             if hasattr(self.model, "get_embedding_dimension")
             else self.model.get_sentence_embedding_dimension()
         )
-        self.key = stable_key(
-            "sentence-transformers",
-            config.model,
-            {
-                "revision": config.revision,
-                "instruction": config.instruction,
-                "normalize": config.normalize,
-                "max_seq_length": self.max_seq_length,
-                "weights": folder_fingerprint(config.model),
-            },
-        )
+        settings = _key_settings(config, self.max_seq_length)
+        self.key = embedder_key(config, self.max_seq_length)
         self.name = f"sentence-transformers:{config.model}"
+        self.provenance = {"backend": "sentence-transformers", "model": config.model, **settings}
 
-    def truncated(self, texts: list[str]) -> list[bool]:
+    def _truncated(self, full_texts: list[str]) -> list[bool]:
         """Whether each text (with the instruction) is longer than max_seq_length tokens and so gets cut."""
-        full = [self.config.instruction + text for text in texts]
         token_ids = self.model.tokenizer(
-            full, add_special_tokens=True, truncation=False, verbose=False
+            full_texts, add_special_tokens=True, truncation=False, verbose=False
         )["input_ids"]
         return [len(ids) > self.max_seq_length for ids in token_ids]
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str]) -> Embedded:
+        full_texts = [self.config.instruction + text for text in texts]
         # encode sorts by length inside, so each batch pads to similar lengths
         vectors = self.model.encode(
-            [self.config.instruction + text for text in texts],
+            full_texts,
             batch_size=self.config.batch_size,
             normalize_embeddings=self.config.normalize,
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        return np.asarray(vectors, dtype=np.float32)  # (N, dim)
+        return Embedded(np.asarray(vectors, dtype=np.float32), self._truncated(full_texts))

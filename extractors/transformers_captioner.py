@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from extractors.base import ModelLoadError, stable_key
-from extractors.config import CaptionConfig
+from extractors.base import BatchCaptioner, ModelLoadError, stable_key
+from extractors.config import TransformersCaptionConfig
 from extractors.hub import LOCAL_WEIGHTS_HINT, folder_fingerprint, is_local_folder, local_files_only
 
 if TYPE_CHECKING:
@@ -82,22 +82,26 @@ def load_processor(model: str, revision: str | None, local_only: bool) -> Any:
     )
 
 
-def caption_key(config: CaptionConfig) -> str:
-    """Key of a transformers captioner: model, revision, prompt and decoding settings (not batch/device)."""
-    settings = {
+def _key_settings(config: TransformersCaptionConfig) -> dict[str, Any]:
+    """What decides a transformers captioner's output: revision, prompt and decoding (not batch/device)."""
+    return {
         "revision": config.revision,
         "prompt": config.prompt,
         "max_new_tokens": config.max_new_tokens,
         "decoding": "greedy",
         "weights": folder_fingerprint(config.model),
     }
-    return stable_key("transformers", config.model, settings)
 
 
-class TransformersCaptioner:
+def caption_key(config: TransformersCaptionConfig) -> str:
+    """Key of a transformers captioner: model, revision, prompt and decoding settings (not batch/device)."""
+    return stable_key("transformers", config.model, _key_settings(config))
+
+
+class TransformersCaptioner(BatchCaptioner):
     """Batched, greedy captioning with any image-text-to-text model that transformers can load."""
 
-    def __init__(self, config: CaptionConfig) -> None:
+    def __init__(self, config: TransformersCaptionConfig) -> None:
         import transformers
 
         self.config = config
@@ -105,6 +109,8 @@ class TransformersCaptioner:
         self.name = f"transformers:{config.model}" + (
             f"@{config.revision}" if config.revision else ""
         )
+        self.provenance = {"backend": "transformers", "model": config.model, **_key_settings(config)}
+        self.preferred_batch = config.batch_size
         self.device = pick_device(config.device)
         self.dtype = pick_dtype(config.dtype, self.device)
         local_only = local_files_only(config.model)

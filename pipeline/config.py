@@ -18,7 +18,14 @@ from pydantic import (
     model_validator,
 )
 
-from extractors.config import CaptionConfig, EmbedConfig, ModalityConfig, default_modalities
+from extractors.config import (
+    CaptionConfig,
+    EmbedConfig,
+    ModalityConfig,
+    SentenceTransformersEmbedConfig,
+    TransformersCaptionConfig,
+    default_modalities,
+)
 from model.config import SearchConfig, TrainConfig
 
 
@@ -121,11 +128,16 @@ class RankConfig(_Section):
     """The FAISS index over the final item vectors and each user's top-K candidates."""
 
     k: int = Field(20, ge=1)
-    index: Literal["flat", "ivf", "hnsw"] = "flat"  # flat = exact inner product
+    index: Literal["exact", "ivf", "hnsw"] = "exact"  # exact: brute force ("flat" reads as exact)
     nlist: int = Field(1024, ge=1)  # IVF lists
     nprobe: int = Field(16, ge=1)  # IVF lists searched
     hnsw_m: int = Field(32, ge=4)
     ef_search: int = Field(128, ge=1)
+
+    @field_validator("index", mode="before")
+    @classmethod
+    def _flat_is_exact(cls, value: object) -> object:
+        return "exact" if value == "flat" else value  # the name of earlier versions
 
 
 class ScaleConfig(_Section):
@@ -163,8 +175,8 @@ class Config(_Section):
     store: ConfigPath  # the store root (created on first write)
     dataset: Dataset
     split: SplitConfig = SplitConfig()
-    caption: CaptionConfig = CaptionConfig()
-    embed: EmbedConfig = EmbedConfig()
+    caption: CaptionConfig = TransformersCaptionConfig()  # one table per backend (see below)
+    embed: EmbedConfig = SentenceTransformersEmbedConfig()  # one table per backend (see below)
     modalities: dict[str, ModalityConfig] = Field(default_factory=default_modalities)
     train: TrainConfig = TrainConfig()
     search: SearchConfig | None = None
@@ -213,8 +225,12 @@ def load_config(
 
 
 def _key(loc: tuple) -> str:
-    # pydantic puts the union member's tag in the location (dataset.movielens.path): drop it.
-    parts = [str(p) for p in loc if p not in ("movielens", "mmrec", "generic")]
+    # pydantic puts the union member's tag in the location (dataset.movielens.path, caption.openai.x): drop it.
+    parts = [
+        str(p)
+        for i, p in enumerate(loc)
+        if not (i == 1 and loc[0] in ("dataset", "caption", "embed") or i == 3 and loc[2] == "embedder")
+    ]
     return ".".join(parts) or "(top level)"
 
 

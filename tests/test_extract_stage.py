@@ -17,13 +17,19 @@ import pytest
 from PIL import Image
 
 from extractors import factory, hub
-from extractors.base import ModelLoadError
-from extractors.config import CaptionConfig, EmbedConfig, ModalityConfig
+from extractors.base import Embedded, ModelLoadError
+from extractors.config import (
+    DescriptorCaptionConfig,
+    ModalityConfig,
+    SentenceTransformersEmbedConfig,
+    TransformersCaptionConfig,
+)
 from pipeline.extract import caption_store, embed_store
 from pipeline.schemas import CAPTIONS, ITEMS, embeddings
 from pipeline.store import PartStore, StoreLayout, current_key, write_table
 
-DESCRIPTOR = CaptionConfig(backend="descriptor", batch_size=3)
+DESCRIPTOR = DescriptorCaptionConfig(batch_size=3)
+EMBED = SentenceTransformersEmbedConfig()  # the tests below hand the stage a FakeEmbedder
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -82,19 +88,16 @@ class FakeEmbedder:
     dim = 8
     key = "fake-embedder-0001"
     name = "fake"
+    provenance = {"backend": "fake", "model": "text-hash"}
 
     def __init__(self) -> None:
         self.texts: list[str] = []
 
-    def truncated(self, texts: list[str]) -> list[bool]:
-        return [len(text) > 100 for text in texts]
-
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str]) -> Embedded:
         self.texts += texts
         seeds = [int(hashlib.sha256(t.encode()).hexdigest()[:8], 16) for t in texts]
-        return np.stack([np.random.default_rng(seed).standard_normal(8) for seed in seeds]).astype(
-            np.float32
-        )
+        vectors = np.stack([np.random.default_rng(seed).standard_normal(8) for seed in seeds])
+        return Embedded(vectors.astype(np.float32), [len(text) > 100 for text in texts])
 
 
 @pytest.fixture()
@@ -148,10 +151,14 @@ def test_fallback_is_labelled_in_summary_and_store_and_fail_explains(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.hub_reachable.cache_clear()
     try:
-        vlm = CaptionConfig(model="HuggingFaceTB/SmolVLM-256M-Instruct", on_load_failure="fallback")
+        vlm = TransformersCaptionConfig(
+            model="HuggingFaceTB/SmolVLM-256M-Instruct", on_load_failure="fallback"
+        )
         summary = caption_store(vlm, store, [images], progress=False)
         with pytest.raises(ModelLoadError, match="set `model` to the checkpoint folder"):
-            caption_store(CaptionConfig(model=vlm.model, on_load_failure="fail"), store, [images])
+            caption_store(
+                TransformersCaptionConfig(model=vlm.model, on_load_failure="fail"), store, [images]
+            )
     finally:
         hub.hub_reachable.cache_clear()
     assert summary.key.startswith("descriptor-not-mllm") and "NOT a multimodal LLM" in summary.name
@@ -167,7 +174,7 @@ def test_embed_modalities_incremental_with_error_and_truncation_rows(
 ) -> None:
     store, images = catalog
     caption_store(DESCRIPTOR, store, [images], progress=False)
-    first = embed_store(EmbedConfig(), None, store, progress=False)
+    first = embed_store(EMBED, None, store, progress=False)
     caption_counts, text_counts = first.per_modality["caption"], first.per_modality["text"]
     assert (caption_counts["computed"], caption_counts["no_input"]) == (
         7,
@@ -184,12 +191,12 @@ def test_embed_modalities_incremental_with_error_and_truncation_rows(
     assert current_key(layout.embeddings("text", FakeEmbedder.key).parent) == FakeEmbedder.key
 
     calls = len(fake_embedder.texts)
-    again = embed_store(EmbedConfig(), None, store, progress=False)
+    again = embed_store(EMBED, None, store, progress=False)
     assert again.computed == 0 and again.skipped == 16 and again.retried == 1
     assert len(fake_embedder.texts) == calls  # nothing re-embedded
     only_text = {"text": ModalityConfig(source="text")}
     write_catalog(store, images, [("i0", "0.jpg", "a new text"), ("i1", "1.jpg", "text of item 1")])
-    third = embed_store(EmbedConfig(), only_text, store, progress=False)
+    third = embed_store(EMBED, only_text, store, progress=False)
     assert (third.computed, third.skipped) == (1, 1) and fake_embedder.texts[-1] == "a new text"
 
 
@@ -199,14 +206,14 @@ def test_a_failing_embedding_batch_isolates_the_bad_text(
     store, _ = catalog
     original = FakeEmbedder.embed
 
-    def picky(self, texts: list[str]) -> np.ndarray:
+    def picky(self, texts: list[str]) -> Embedded:
         if any("item 2" in text for text in texts):
             raise RuntimeError("endpoint choked")
         return original(self, texts)
 
     monkeypatch.setattr(FakeEmbedder, "embed", picky)
     summary = embed_store(
-        EmbedConfig(), {"text": ModalityConfig(source="text")}, store, progress=False
+        EMBED, {"text": ModalityConfig(source="text")}, store, progress=False
     )
     assert summary.failed == 2  # the empty text and the one the endpoint choked on
     assert any("i2: embedding failed: RuntimeError: endpoint choked" in e for e in summary.errors)
@@ -217,7 +224,7 @@ _SLOW_CAPTION_RUN = """
 import json, sys, time
 from pathlib import Path
 from extractors import descriptor
-from extractors.config import CaptionConfig
+from extractors.config import DescriptorCaptionConfig
 from pipeline.extract import caption_store
 
 original = descriptor.DescriptorCaptioner.caption
@@ -225,7 +232,7 @@ def slow(self, images):
     time.sleep(float(sys.argv[3]) * len(images))
     return original(self, images)
 descriptor.DescriptorCaptioner.caption = slow
-summary = caption_store(CaptionConfig(backend="descriptor", batch_size=2), Path(sys.argv[1]), [Path(sys.argv[2])],
+summary = caption_store(DescriptorCaptionConfig(batch_size=2), Path(sys.argv[1]), [Path(sys.argv[2])],
                         progress=False, part_rows=2)
 print(json.dumps(summary.to_dict()))
 """

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from extractors import hub
-from extractors.config import EmbedConfig, ModalityConfig
+from extractors.config import ModalityConfig, SentenceTransformersEmbedConfig
 from pipeline.extract import embed_store
 from pipeline.schemas import ITEMS, embeddings
 from pipeline.store import PartStore, StoreLayout, write_table
@@ -30,13 +30,17 @@ def test_default_model_resolves_to_the_packaged_weights_offline(offline) -> None
     from extractors.st_embedder import SentenceTransformerEmbedder
 
     assert hub.minilm_package_folder() is not None
-    embedder = SentenceTransformerEmbedder(EmbedConfig())
+    embedder = SentenceTransformerEmbedder(SentenceTransformersEmbedConfig())
     assert embedder.dim == 384 and embedder.max_seq_length == 256
-    assert embedder.key.startswith("sentence-transformers-all-MiniLM-L6-v2-")
-    assert embedder.truncated(["short", "word " * 300]) == [False, True]
-    prefixed = SentenceTransformerEmbedder(EmbedConfig(instruction="query: "))
+    # the key every MiniLM store on disk is named by (see test_extractors_config.PINNED_KEYS)
+    assert embedder.key == "sentence-transformers-all-MiniLM-L6-v2-758d6b632306"
+    assert embedder.provenance["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    vectors, truncated = embedder.embed(["short", "word " * 300])
+    assert vectors.shape == (2, 384) and truncated == [False, True]
+    prefixed = SentenceTransformerEmbedder(SentenceTransformersEmbedConfig(instruction="query: "))
     assert prefixed.key != embedder.key
-    first, second = prefixed.embed(["a red dress"])[0], embedder.embed(["query: a red dress"])[0]
+    first = prefixed.embed(["a red dress"]).vectors[0]
+    second = embedder.embed(["query: a red dress"]).vectors[0]
     np.testing.assert_allclose(first, second, atol=1e-6)
 
 
@@ -60,7 +64,10 @@ def test_movielens_item_texts_reproduce_text_feat(tmp_path: Path, offline) -> No
     )
     write_table(StoreLayout(tmp_path).items, items, ITEMS)
     summary = embed_store(
-        EmbedConfig(), {"text": ModalityConfig(source="text")}, tmp_path, progress=False
+        SentenceTransformersEmbedConfig(),
+        {"text": ModalityConfig(source="text")},
+        tmp_path,
+        progress=False,
     )
     assert summary.computed == len(rows) == 1682 and summary.failed == 0
     assert summary.truncated == 23  # SPLIT.md: 23 strings exceed MiniLM's 256 word pieces

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extractors.config import CaptionConfig, EmbedConfig
+from extractors.config import OpenAICaptionConfig, OpenAIEmbedConfig
 from extractors.openai_backends import OpenAICaptioner, OpenAIEmbedder
 from extractors.openai_http import EndpointError
 
@@ -109,9 +109,8 @@ def endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEndpoint]:
     fake.server.server_close()
 
 
-def _caption_config(endpoint: FakeEndpoint, **overrides) -> CaptionConfig:
+def _caption_config(endpoint: FakeEndpoint, **overrides) -> OpenAICaptionConfig:
     settings = dict(
-        backend="openai",
         model="served-vlm",
         base_url=endpoint.url,
         api_key_env="TEST_ENDPOINT_KEY",
@@ -120,7 +119,7 @@ def _caption_config(endpoint: FakeEndpoint, **overrides) -> CaptionConfig:
         max_retries=2,
         retry_backoff_s=0.01,
     )
-    return CaptionConfig(**{**settings, **overrides})
+    return OpenAICaptionConfig(**{**settings, **overrides})
 
 
 def _images(count: int) -> list[Image.Image]:
@@ -180,9 +179,8 @@ def test_key_ignores_endpoint_and_secret(endpoint: FakeEndpoint) -> None:
     assert one.key != OpenAICaptioner(_caption_config(endpoint, prompt="Other prompt")).key
 
 
-def _embed_config(endpoint: FakeEndpoint, **overrides) -> EmbedConfig:
+def _embed_config(endpoint: FakeEndpoint, **overrides) -> OpenAIEmbedConfig:
     settings = dict(
-        backend="openai",
         model="served-embedder",
         base_url=endpoint.url,
         api_key_env="TEST_ENDPOINT_KEY",
@@ -194,26 +192,28 @@ def _embed_config(endpoint: FakeEndpoint, **overrides) -> EmbedConfig:
         instruction="doc: ",
         max_input_chars=12,
     )
-    return EmbedConfig(**{**settings, **overrides})
+    return OpenAIEmbedConfig(**{**settings, **overrides})
 
 
 def test_embedder_orders_rows_batches_and_truncates(endpoint: FakeEndpoint) -> None:
     embedder = OpenAIEmbedder(_embed_config(endpoint))
     assert embedder.dim == 4  # from the probe request
     endpoint.plan = ["429", "slow"]
-    vectors = embedder.embed(["a", "bb", "ccc", "a very long text indeed"])
+    vectors, truncated = embedder.embed(["a", "bb", "ccc", "a very long text indeed"])
     assert vectors.shape == (4, 4) and vectors.dtype == np.float32
     np.testing.assert_array_equal(
         vectors[:, 0], [6, 7, 8, 12]
     )  # "doc: " + text, cut to 12 characters
-    assert embedder.truncated(["a", "a very long text indeed"]) == [False, True]
+    assert truncated == [False, False, False, True]
     inputs = [r["body"]["input"] for r in endpoint.requests if r["action"] == "ok"][1:]
     assert sorted(map(tuple, inputs)) == [("doc: a", "doc: bb"), ("doc: ccc", "doc: a very ")]
 
 
 def test_embedder_rejects_garbage(endpoint: FakeEndpoint) -> None:
     embedder = OpenAIEmbedder(_embed_config(endpoint, normalize=True))
-    np.testing.assert_allclose(np.linalg.norm(embedder.embed(["x"]), axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.linalg.norm(embedder.embed(["x"]).vectors, axis=1), 1.0, rtol=1e-6
+    )
     for action, message in (("garbage", "not JSON"), ("wrong-shape", "no data")):
         endpoint.plan = [action]
         with pytest.raises(EndpointError, match=message):
@@ -226,8 +226,8 @@ def test_caption_stage_stores_garbage_as_error_row_and_retries_it(
     import pyarrow as pa
 
     from pipeline.extract import caption_store
-    from pipeline.schemas import ITEMS
-    from pipeline.store import StoreLayout, write_table
+    from pipeline.schemas import CAPTIONS, ITEMS
+    from pipeline.store import PartStore, StoreLayout, write_table
 
     images = tmp_path / "images"
     images.mkdir()
@@ -251,3 +251,7 @@ def test_caption_stage_stores_garbage_as_error_row_and_retries_it(
     second = caption_store(config, tmp_path / "store", [images], progress=False)
     assert (second.computed, second.failed, second.retried, second.skipped) == (1, 0, 1, 2)
     assert second.name == "openai:served-vlm" and SECRET not in str(first) + str(second)
+    provenance = PartStore(StoreLayout(tmp_path / "store").captions(second.key), CAPTIONS).provenance()
+    assert provenance["captioner_name"] == "openai:served-vlm"
+    assert provenance["settings"]["api_key_env"] == "TEST_ENDPOINT_KEY"  # the name, never the key
+    assert SECRET not in str(provenance)

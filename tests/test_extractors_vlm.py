@@ -10,7 +10,7 @@ from PIL import Image
 
 from extractors import hub
 from extractors.base import ModelLoadError
-from extractors.config import CaptionConfig
+from extractors.config import TransformersCaptionConfig
 from extractors.factory import build_captioner
 from tests.support.tiny_vlm import FAMILIES, build_tiny_vlm
 
@@ -45,7 +45,7 @@ def test_each_family_captions_a_mixed_batch(
 ) -> None:
     from extractors.transformers_captioner import TransformersCaptioner
 
-    config = CaptionConfig(model=str(checkpoints[family]), max_new_tokens=6, batch_size=3)
+    config = TransformersCaptionConfig(model=str(checkpoints[family]), max_new_tokens=6, batch_size=3)
     captioner = TransformersCaptioner(config)
     captions = captioner.caption(images)
     assert len(captions) == 3 and all(isinstance(text, str) and text for text in captions)
@@ -72,15 +72,15 @@ def test_key_follows_prompt_and_tokens_not_batch_size(checkpoints: dict[str, Pat
     from extractors.transformers_captioner import caption_key
 
     model = str(checkpoints["blip"])
-    base = caption_key(CaptionConfig(model=model))
-    assert base == caption_key(CaptionConfig(model=model, batch_size=1, device="cpu"))
-    assert base != caption_key(CaptionConfig(model=model, prompt="Name the object."))
-    assert base != caption_key(CaptionConfig(model=model, max_new_tokens=7))
+    base = caption_key(TransformersCaptionConfig(model=model))
+    assert base == caption_key(TransformersCaptionConfig(model=model, batch_size=1, device="cpu"))
+    assert base != caption_key(TransformersCaptionConfig(model=model, prompt="Name the object."))
+    assert base != caption_key(TransformersCaptionConfig(model=model, max_new_tokens=7))
 
 
 def test_unloadable_vlm_fails_fast_with_local_weights_hint(offline) -> None:
     started = time.perf_counter()
-    config = CaptionConfig(model="HuggingFaceTB/SmolVLM-256M-Instruct", on_load_failure="fail")
+    config = TransformersCaptionConfig(model="HuggingFaceTB/SmolVLM-256M-Instruct", on_load_failure="fail")
     with pytest.raises(ModelLoadError, match="set `model` to the checkpoint folder"):
         build_captioner(config)
     assert time.perf_counter() - started < 30  # no minutes of hub retries
@@ -89,7 +89,7 @@ def test_unloadable_vlm_fails_fast_with_local_weights_hint(offline) -> None:
 def test_unloadable_vlm_falls_back_to_descriptor_with_warning(
     offline, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = CaptionConfig(model="HuggingFaceTB/SmolVLM-256M-Instruct", on_load_failure="fallback")
+    config = TransformersCaptionConfig(model="HuggingFaceTB/SmolVLM-256M-Instruct", on_load_failure="fallback")
     with caplog.at_level("WARNING"):
         built = build_captioner(config)
     assert built.captioner.key.startswith("descriptor-not-mllm")
@@ -100,4 +100,4 @@ def test_unloadable_vlm_falls_back_to_descriptor_with_warning(
 def test_broken_local_checkpoint_is_a_load_error(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="could not be loaded"):
-        build_captioner(CaptionConfig(model=str(tmp_path)))
+        build_captioner(TransformersCaptionConfig(model=str(tmp_path)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +82,7 @@ def caption_store(
 
     Holds the store folder's lock while working, so a second run waits and then finds the work done.
     """
-    from extractors.factory import build_captioner, caption_each
+    from extractors.factory import build_captioner
     from extractors.images import load_image
 
     layout = StoreLayout(Path(store_root))
@@ -104,7 +103,7 @@ def caption_store(
     provenance = {
         "captioner_key": captioner.key,
         "captioner_name": captioner.name,
-        "settings": _caption_settings(caption_config, captioner.key),
+        "settings": captioner.provenance,
     }
     started = time.perf_counter()
     with store.lock(lock_name(shard)):
@@ -129,7 +128,7 @@ def caption_store(
         with progress_bar(
             len(todo), f"caption [{captioner.key}]", progress, on_progress
         ) as advance:
-            for batch in chunks(len(todo), _caption_batch_size(caption_config)):
+            for batch in chunks(len(todo), captioner.preferred_batch):
                 entries = todo[batch]
                 loaded = [
                     load_image(path, roots, caption_config.max_image_pixels)
@@ -142,7 +141,7 @@ def caption_store(
                     if image.error is not None
                 }
                 if good:
-                    outputs = caption_each(captioner, [loaded[index].image for index in good])
+                    outputs = captioner.caption_each([loaded[index].image for index in good])
                     results.update(zip(good, outputs, strict=True))
                 for index, (item_id, _, image_sha256) in enumerate(entries):
                     text, error = results[index]
@@ -167,13 +166,6 @@ def caption_store(
     return summary
 
 
-def _caption_batch_size(config: CaptionConfig) -> int:
-    """Images handed to the captioner at once; an endpoint gets enough to keep `concurrency` busy."""
-    if config.backend == "openai":
-        return max(config.batch_size, config.concurrency)
-    return config.batch_size
-
-
 def _current_sha256(
     image_path: str, catalog_sha256: str | None, roots: Sequence[Path]
 ) -> str | None:
@@ -185,22 +177,3 @@ def _current_sha256(
         return sha256_file(resolve_image_path(image_path, roots))
     except (OSError, ValueError):
         return catalog_sha256  # the load below records the error row
-
-
-def _caption_settings(config: CaptionConfig, key: str) -> dict[str, Any]:
-    """Provenance of a caption store: what produced it (never the API key, only the variable's name)."""
-    if key.startswith("descriptor"):
-        return {"backend": "descriptor", "note": "classical image statistics; not a multimodal LLM"}
-    settings = asdict(config)
-    return {
-        name: settings[name]
-        for name in (
-            "backend",
-            "model",
-            "revision",
-            "prompt",
-            "max_new_tokens",
-            "base_url",
-            "api_key_env",
-        )
-    }

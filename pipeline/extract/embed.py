@@ -22,6 +22,7 @@ from pipeline.store import (
 )
 
 if TYPE_CHECKING:
+    from extractors.base import Embedder
     from pipeline.config import Config
 
 from pipeline.extract.common import (
@@ -97,7 +98,7 @@ def embed_store(
         if modality.source != "imported"  # vectors that came with the dataset: nothing to embed
     }
     items = shard_items(read_table(layout.items, ITEMS, columns=["item_id", "text"]), shard)
-    embedders: dict[EmbedConfig, Any] = {}
+    embedders: dict[EmbedConfig, Embedder] = {}
     summary = StageSummary("embed", "", "", items=items.num_rows)
     for modality, modality_config in modalities.items():
         config = modality_config.embedder or embed_config
@@ -112,7 +113,6 @@ def embed_store(
             items,
             modality,
             modality_config.source,
-            config,
             embedder,
             force,
             progress,
@@ -124,9 +124,7 @@ def embed_store(
         summary.stage_seconds += time.perf_counter() - started
         summary.per_modality[modality] = counts
     summary.key = ", ".join(f"{m}={c['key']}" for m, c in summary.per_modality.items())
-    summary.name = ", ".join(
-        sorted({getattr(e, "name", type(e).__name__) for e in embedders.values()})
-    )
+    summary.name = ", ".join(sorted({embedder.name for embedder in embedders.values()}))
     write_summary(layout.root / "features" / "embeddings" / "summary.json", summary)
     return summary
 
@@ -136,8 +134,7 @@ def _embed_modality(
     items: pa.Table,
     modality: str,
     source: str,
-    config: EmbedConfig,
-    embedder: Any,
+    embedder: Embedder,
     force: bool,
     progress: bool,
     part_rows: int,
@@ -148,15 +145,12 @@ def _embed_modality(
     schema = embeddings(embedder.dim)
     store = PartStore(layout.embeddings(modality, embedder.key), schema)
     provenance = {
+        **embedder.provenance,
         "embedder_key": embedder.key,
+        "embedder_name": embedder.name,
         "modality": modality,
         "source": source,
         "dim": embedder.dim,
-        "model": config.model,
-        "revision": config.revision,
-        "instruction": config.instruction,
-        "normalize": config.normalize,
-        "backend": config.backend,
     }
     texts = _modality_texts(layout, items, source)
     if source == "caption":
@@ -246,16 +240,15 @@ def _embed_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 
 
 def _embed_checked(
-    embedder: Any, texts: list[str]
+    embedder: Embedder, texts: list[str]
 ) -> list[tuple[np.ndarray | None, bool | None, str | None]]:
     """(vector, truncated, error) per text; a failing batch is retried text by text to isolate the bad ones."""
-    truncated_of = getattr(embedder, "truncated", None)
     try:
-        truncated = truncated_of(texts) if truncated_of else [False] * len(texts)
-        vectors = embedder.embed(texts)
-        if vectors.shape != (len(texts), embedder.dim):
+        vectors, truncated = embedder.embed(texts)
+        if vectors.shape != (len(texts), embedder.dim) or len(truncated) != len(texts):
             raise RuntimeError(
-                f"embedder returned shape {vectors.shape} for {len(texts)} texts, dim {embedder.dim}"
+                f"embedder returned shape {vectors.shape} and {len(truncated)} truncation flags "
+                f"for {len(texts)} texts, dim {embedder.dim}"
             )
     except Exception as error:  # noqa: BLE001 - any backend failure becomes per-item error rows
         if len(texts) == 1:
