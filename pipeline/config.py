@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
+import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_type_hints
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from typing_extensions import TypedDict
 
 from extractors.config import (
+    CAPTION_CONFIGS,
+    EMBED_CONFIGS,
     CaptionConfig,
     EmbedConfig,
     ModalityConfig,
@@ -60,25 +66,25 @@ class _Section(BaseModel):
 class DownloadConfig(_Section):
     """How image URLs of a generic catalog are fetched into the store's image cache."""
 
-    concurrency: int = Field(8, ge=1, le=256)
-    retries: int = Field(3, ge=0, le=20)
-    timeout_s: float = Field(30.0, gt=0)
+    concurrency: int = Field(8, ge=1, le=256)  # downloads in flight
+    retries: int = Field(3, ge=0, le=20)  # retries of a failed download
+    timeout_s: float = Field(30.0, gt=0)  # seconds per download
     max_bytes: int = Field(20 * 2**20, gt=0)  # larger answers are dropped and counted
 
 
 class MovieLensDataset(_Section):
     """MovieLens-100k raw files (RecBole atomic files, posters/, movie_details.csv)."""
 
-    kind: Literal["movielens"]
-    path: ExistingPath
+    kind: Literal["movielens"]  # this table's dataset kind
+    path: ExistingPath  # the folder of the raw files
     min_rating: float | None = None  # every rating is an interaction unless a threshold is set
 
 
 class MMRecDataset(_Section):
     """MMRec format: `<name>.inter` (x_label split) plus optional image_feat.npy / text_feat.npy."""
 
-    kind: Literal["mmrec"]
-    path: ExistingPath
+    kind: Literal["mmrec"]  # this table's dataset kind
+    path: ExistingPath  # the folder holding <name>.inter and the .npy feature files
     name: str | None = None  # the .inter file's stem; defaults to the folder's name
     # feature file -> modality name its vectors are imported under (provenance "imported")
     features: dict[str, str] = Field(
@@ -89,22 +95,22 @@ class MMRecDataset(_Section):
 class GenericDataset(_Section):
     """A catalog of your own: items and interactions as CSV or Parquet, column names given here."""
 
-    kind: Literal["generic"]
-    items: ExistingPath
-    interactions: ExistingPath
-    item_id_column: str = "item_id"
-    title_column: str | None = "title"
-    text_columns: list[str] = Field(default_factory=lambda: ["text"])
+    kind: Literal["generic"]  # this table's dataset kind
+    items: ExistingPath  # the items file (.csv or .parquet)
+    interactions: ExistingPath  # the interactions file (.csv or .parquet)
+    item_id_column: str = "item_id"  # the items' id column
+    title_column: str | None = "title"  # "" = none
+    text_columns: list[str] = Field(default_factory=lambda: ["text"])  # joined into the item text
     image_column: str | None = (
         "image"  # a file path (relative to image_root) or an http(s) URL; "" = none
     )
     image_root: ExistingPath | None = None  # image paths may not escape it; default: items' folder
-    user_column: str = "user_id"
-    interaction_item_column: str = "item_id"
-    timestamp_column: str | None = None
-    rating_column: str | None = None
-    min_rating: float | None = None
-    download: DownloadConfig = DownloadConfig()
+    user_column: str = "user_id"  # the interactions' user column
+    interaction_item_column: str = "item_id"  # the interactions' item column
+    timestamp_column: str | None = None  # needed by split method "temporal"; "" = none
+    rating_column: str | None = None  # "" = none
+    min_rating: float | None = None  # interactions rated lower are dropped (needs rating_column)
+    download: DownloadConfig = DownloadConfig()  # the [dataset.download] table
 
     @field_validator(
         "title_column", "image_column", "timestamp_column", "rating_column", mode="before"
@@ -117,22 +123,23 @@ class GenericDataset(_Section):
 class SplitConfig(_Section):
     """How interactions become train/valid/test (SPEC-lirdrec.md section 7)."""
 
+    # random: 8:1:1 per user (MMRec); temporal: chronological 8:1:1 per user; given: the source's own (MMRec x_label)
     method: Literal["random", "temporal", "given"] = "random"
-    seed: int = 2024
+    seed: int = 2024  # of the random split
     min_user_interactions: int = Field(1, ge=1)  # users with fewer are dropped (counted)
     cold_item_share: float = Field(0.0, ge=0.0, lt=1.0)  # items held out entirely, all to test
-    cold_item_seed: int = 2024
+    cold_item_seed: int = 2024  # of the choice of cold items
 
 
 class RankConfig(_Section):
     """The FAISS index over the final item vectors and each user's top-K candidates."""
 
-    k: int = Field(20, ge=1)
+    k: int = Field(20, ge=1)  # candidates per user
     index: Literal["exact", "ivf", "hnsw"] = "exact"  # exact: brute force ("flat" reads as exact)
     nlist: int = Field(1024, ge=1)  # IVF lists
     nprobe: int = Field(16, ge=1)  # IVF lists searched
-    hnsw_m: int = Field(32, ge=4)
-    ef_search: int = Field(128, ge=1)
+    hnsw_m: int = Field(32, ge=4)  # HNSW links per node
+    ef_search: int = Field(128, ge=1)  # HNSW search depth
 
     @field_validator("index", mode="before")
     @classmethod
@@ -148,11 +155,17 @@ class ScaleConfig(_Section):
     dask_local_workers: int = Field(0, ge=0)  # >0: a local Dask cluster of this many workers
 
 
+_TRAIN_TYPES = get_type_hints(TrainConfig)
+# Some [train] fields, each with its [train] type: what a baseline may override.
+TrainOverrides = TypedDict("TrainOverrides", _TRAIN_TYPES, total=False)  # type: ignore[misc]
+TrainOverrides.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+
+
 class CompareConfig(_Section):
     """Models trained beside [train] on the same data, and the seeds every model is repeated with."""
 
     # model name ("lightgcn", "bpr", "pop", "lirdrec") -> [train] fields it overrides
-    baselines: dict[str, dict] = Field(default_factory=dict)
+    baselines: dict[str, TrainOverrides] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=list)  # empty: the [train] seed alone
 
     def train_configs(self, train: TrainConfig) -> list[TrainConfig]:
@@ -193,6 +206,22 @@ class Config(_Section):
             raise ValueError(f"compare.baselines: {error}") from None
         return self
 
+    @field_validator("search")
+    @classmethod
+    def _grid_values_are_typed(cls, search: SearchConfig | None) -> SearchConfig | None:
+        """Each grid value must have its [train] field's type, strictly ("1e-3" is no number)."""
+        for name, values in (search.grid if search else {}).items():
+            adapter = TypeAdapter(_TRAIN_TYPES[name])
+            for index, value in enumerate(values):
+                try:
+                    adapter.validate_json(json.dumps(value), strict=True)
+                except ValidationError as error:
+                    problem = error.errors()[0]
+                    raise ValueError(
+                        f"grid.{name}[{index}] = {value!r}: {problem['msg']}"
+                    ) from None
+        return search
+
     @field_validator("modalities")
     @classmethod
     def _some_modality(cls, value: dict[str, ModalityConfig]) -> dict[str, ModalityConfig]:
@@ -204,7 +233,11 @@ class Config(_Section):
 def load_config(
     path: str | Path, *, check_paths: bool = True, overrides: dict | None = None
 ) -> Config:
-    """Load and validate `path`; every problem is reported as `file: key: message` in one ConfigError."""
+    """Load and validate `path`; every problem is reported as `file: key: message` in one ConfigError.
+
+    Validation is strict, as TOML's own types are: a string is never read as a number ("3" is not
+    an integer), although an integer may stand where a float is wanted.
+    """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -215,23 +248,101 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         _set_dotted(raw, dotted, value)
     raw["source"] = str(path)
+    dates = list(_dates(raw))
+    if dates:
+        raise ConfigError(
+            "invalid config\n"
+            + "\n".join(f"{path}: {key}: a TOML date/time is no config value" for key in dates)
+        )
     try:
-        return Config.model_validate(
-            raw, context={"base_dir": path.parent, "check_paths": check_paths}
+        # As JSON, so that strict mode takes arrays for tuples and strings for paths, as TOML has them.
+        return Config.model_validate_json(
+            json.dumps(raw),
+            strict=True,
+            context={"base_dir": path.parent, "check_paths": check_paths},
         )
     except ValidationError as error:
-        lines = [f"{path}: {_key(e['loc'])}: {e['msg']}" for e in error.errors()]
+        lines = [f"{path}: {_problem(e)}" for e in error.errors()]
         raise ConfigError("invalid config\n" + "\n".join(lines)) from None
 
 
-def _key(loc: tuple) -> str:
-    # pydantic puts the union member's tag in the location (dataset.movielens.path, caption.openai.x): drop it.
-    parts = [
-        str(p)
-        for i, p in enumerate(loc)
-        if not (i == 1 and loc[0] in ("dataset", "caption", "embed") or i == 3 and loc[2] == "embedder")
-    ]
-    return ".".join(parts) or "(top level)"
+def config_from_snapshot(text: str) -> Config:
+    """A run folder's config snapshot (`Config.model_dump_json`), including those written before
+    [caption] and [embed] became one table per backend: their keys of other backends are dropped."""
+    data = json.loads(text)
+    for section, configs in (("caption", CAPTION_CONFIGS), ("embed", EMBED_CONFIGS)):
+        if isinstance(data.get(section), dict):
+            data[section] = _backend_keys(data[section], configs)
+    for modality in (data.get("modalities") or {}).values():
+        if isinstance(modality, dict) and isinstance(modality.get("embedder"), dict):
+            modality["embedder"] = _backend_keys(modality["embedder"], EMBED_CONFIGS)
+    return Config.model_validate_json(json.dumps(data), context={"check_paths": False})
+
+
+def _backend_keys(table: dict, configs: dict[str, type]) -> dict:
+    backend = table.get("backend", next(iter(configs)))
+    if backend not in configs:
+        return table  # the validation names it
+    keys = {field.name for field in dataclasses.fields(configs[backend])}
+    return {name: value for name, value in table.items() if name in keys}
+
+
+def _dates(node: Any, prefix: str = "") -> list[str]:
+    """Dotted keys of TOML date/time values (JSON, and so the validation, has no such type)."""
+    if isinstance(node, dict):
+        return [key for name, value in node.items() for key in _dates(value, f"{prefix}{name}.")]
+    if isinstance(node, list):
+        return [key for index, value in enumerate(node) for key in _dates(value, f"{prefix[:-1]}[{index}].")]
+    if isinstance(node, datetime.date | datetime.time):
+        return [prefix[:-1]]
+    return []
+
+
+# The tables that are one of several classes, chosen by a tag key: where they sit in an error's
+# location (pydantic puts the chosen class's tag right after them), their tag key, their classes.
+_TAGGED = {
+    "dataset": ("kind", {"movielens": MovieLensDataset, "mmrec": MMRecDataset, "generic": GenericDataset}),
+    "caption": ("backend", CAPTION_CONFIGS),
+    "embed": ("backend", EMBED_CONFIGS),
+    "embedder": ("backend", EMBED_CONFIGS),  # modalities.<name>.embedder
+}
+
+
+def _problem(error: dict) -> str:
+    """`key: message` for one pydantic error, in the config file's own terms."""
+    loc = [str(part) for part in error["loc"]]
+    chosen = None  # (tag key, tag, class) of the tagged table the key is in
+    parts = []
+    for index, part in enumerate(loc):
+        tagged = _TAGGED.get(loc[index - 1]) if index else None
+        depth_ok = index == 1 or (index == 3 and loc[0] == "modalities")
+        if tagged and depth_ok and part in tagged[1]:
+            chosen = (tagged[0], part, tagged[1][part])
+            continue
+        parts.append(part)
+    key = ".".join(parts) or "(top level)"
+    kind, message = error["type"], error["msg"]
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag_key, classes = _TAGGED[parts[-1]]
+        key = f"{key}.{tag_key}"
+        if kind == "union_tag_not_found":
+            message = "Field required"
+        else:
+            message = f"{error['ctx']['tag']!r}: expected one of {', '.join(map(repr, classes))}"
+    elif kind in ("extra_forbidden", "unexpected_keyword_argument") and chosen is not None:
+        tag_key, tag, cls = chosen
+        message = f"not a key of {tag_key} {tag!r} (its keys: {', '.join(_keys_of(cls))})"
+    elif kind == "value_error":
+        message = str(error["ctx"]["error"])
+    elif kind.endswith("_type") and not isinstance(error["input"], dict | list):
+        message = f"{message}, got {error['input']!r}"
+    return f"{key}: {message}"
+
+
+def _keys_of(cls: type) -> list[str]:
+    if dataclasses.is_dataclass(cls):
+        return [field.name for field in dataclasses.fields(cls)]
+    return list(cls.model_fields)
 
 
 def _set_dotted(raw: dict, dotted: str, value: object) -> None:

@@ -1,11 +1,26 @@
 """The typed config: paths relative to the file, and errors that name the key and the file."""
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import ConfigError, GenericDataset, MovieLensDataset, load_config
+from extractors.config import (
+    DescriptorCaptionConfig,
+    OpenAICaptionConfig,
+    OpenAIEmbedConfig,
+    SentenceTransformersEmbedConfig,
+    TransformersCaptionConfig,
+)
+from pipeline.config import (
+    Config,
+    ConfigError,
+    GenericDataset,
+    MovieLensDataset,
+    config_from_snapshot,
+    load_config,
+)
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
@@ -82,7 +97,13 @@ def test_wrong_type_and_bad_values_are_named(config_dir):
     with pytest.raises(ConfigError, match=rf"{path}: split\.method: "):
         load_config(path)
     path = write(config_dir, GOOD.replace('kind = "generic"', 'kind = "csv"'))
-    with pytest.raises(ConfigError, match=rf"{path}: dataset: "):
+    with pytest.raises(ConfigError, match=rf"{path}: dataset\.kind: 'csv': expected one of 'movielens'"):
+        load_config(path)
+    path = write(config_dir, GOOD.replace('kind = "generic"\n', ""))
+    with pytest.raises(ConfigError, match=rf"{path}: dataset\.kind: Field required"):
+        load_config(path)
+    path = write(config_dir, GOOD.replace('kind = "generic"', 'kind = "generic"\nmin_ratin = 3'))
+    with pytest.raises(ConfigError, match=rf"{path}: dataset\.min_ratin: not a key of kind 'generic'"):
         load_config(path)
 
 
@@ -116,3 +137,111 @@ def test_movielens_dataset_defaults(tmp_path):
     config = load_config(path)
     assert isinstance(config.dataset, MovieLensDataset) and config.dataset.min_rating is None
     assert config.split.method == "random" and config.split.min_user_interactions == 1
+
+
+def test_caption_and_embed_tables_are_one_class_per_backend(config_dir):
+    path = write(
+        config_dir,
+        GOOD
+        + """
+[caption]
+backend = "openai"
+base_url = "http://127.0.0.1:8000/v1"
+concurrency = 8
+
+[embed]
+model = "BAAI/bge-small-en-v1.5"
+
+[modalities.caption]
+source = "caption"
+
+[modalities.caption.embedder]
+backend = "openai"
+base_url = "http://127.0.0.1:8001/v1"
+dimensions = 256
+""",
+    )
+    config = load_config(path)
+    assert config.caption == OpenAICaptionConfig(base_url="http://127.0.0.1:8000/v1", concurrency=8)
+    assert config.embed == SentenceTransformersEmbedConfig(model="BAAI/bge-small-en-v1.5")
+    assert config.modalities["caption"].embedder == OpenAIEmbedConfig(
+        base_url="http://127.0.0.1:8001/v1", dimensions=256
+    )
+    defaults = load_config(write(config_dir, GOOD))
+    assert isinstance(defaults.caption, TransformersCaptionConfig)
+    assert isinstance(defaults.embed, SentenceTransformersEmbedConfig)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            '[caption]\nbackend = "descriptor"\nbase_url = "http://127.0.0.1:8000/v1"',
+            r"caption\.base_url: not a key of backend 'descriptor' \(its keys: backend, batch_size",
+        ),
+        ('[caption]\nbase_url = "http://x/v1"', r"caption\.base_url: not a key of backend 'transformers'"),
+        ('[embed]\nbackend = "openai"\nbase_url = "u"\ndevice = "cpu"', r"embed\.device: not a key of backend 'openai'"),
+        (
+            '[modalities.t]\nsource = "text"\n[modalities.t.embedder]\nbackend = "openai"\nbase_url = "u"\nrevision = "r"',
+            r"modalities\.t\.embedder\.revision: not a key of backend 'openai'",
+        ),
+        ('[caption]\nbackend = "gpt4"', r"caption\.backend: 'gpt4': expected one of 'transformers', 'openai', 'descriptor'"),
+        ('[embed]\nbackend = "tfidf"', r"embed\.backend: 'tfidf': expected one of 'sentence-transformers', 'openai'"),
+        ('[caption]\nbackend = "openai"', r"caption\.base_url: Field required"),
+        ('[train]\nepochs = "3"', r"train\.epochs: Input should be a valid integer, got '3'"),
+        ('[caption]\nbatch_size = "8"', r"caption\.batch_size: Input should be a valid integer, got '8'"),
+        ('[caption]\nbatch_size = 8.0', r"caption\.batch_size: Input should be a valid integer, got 8\.0"),
+        ('[embed]\nnormalize = 1', r"embed\.normalize: Input should be a valid boolean, got 1"),
+        ('[rank]\nk = "20"', r"rank\.k: Input should be a valid integer, got '20'"),
+        ('[train]\nlearning_rate = "1e-3"', r"train\.learning_rate: Input should be a valid number, got '1e-3'"),
+        ('[compare.baselines.bpr]\nepochs = "3"', r"compare\.baselines\.bpr\.epochs: Input should be a valid integer"),
+        ('[compare.baselines.bpr]\nlr = 0.1', r"compare\.baselines\.bpr\.lr: Extra inputs are not permitted"),
+        ('[search]\ngrid = { reg_weight = ["1e-3"] }', r"search: grid\.reg_weight\[0\] = '1e-3': Input should be a valid number"),
+        ("[split]\nseed = 2024-01-01", r"split\.seed: a TOML date/time is no config value"),
+    ],
+)
+def test_bad_keys_and_types_name_the_key_and_the_file(config_dir, table, message):
+    # GOOD has a [split] table already: a second one would be a TOML error
+    text = GOOD.replace("[split]", table) if table.startswith("[split]") else GOOD + table + "\n"
+    path = write(config_dir, text)
+    with pytest.raises(ConfigError, match=rf"{path}: {message}"):
+        load_config(path)
+
+
+def test_strict_types_still_take_ints_for_floats_and_arrays_for_tuples(config_dir):
+    path = write(
+        config_dir,
+        GOOD.replace("cold_item_share = 0.1", "cold_item_share = 0")
+        + "\n[train]\nlearning_rate = 1\ntopk = [10, 20]\n[compare.baselines.bpr]\nlearning_rate = 1\n"
+        + "[search]\ngrid = { learning_rate = [1, 1e-3] }\n",
+    )
+    config = load_config(path)
+    assert config.split.cold_item_share == 0.0 and isinstance(config.split.cold_item_share, float)
+    assert config.train.learning_rate == 1.0 and config.train.topk == (10, 20)
+    assert config.compare.train_configs(config.train)[1].learning_rate == 1.0
+
+
+def test_snapshots_round_trip_and_old_flat_snapshots_still_load(config_dir):
+    config = load_config(write(config_dir, GOOD + '\n[caption]\nbackend = "descriptor"\n'))
+    assert config_from_snapshot(config.model_dump_json()) == config
+    old = json.loads(config.model_dump_json())
+    # what run folders written before the per-backend tables hold: every key of every backend
+    old["caption"] = {
+        "backend": "descriptor", "model": "HuggingFaceTB/SmolVLM-256M-Instruct", "revision": None,
+        "prompt": "p", "max_new_tokens": 64, "batch_size": 8, "device": "auto", "dtype": "auto",
+        "on_load_failure": "fail", "max_image_pixels": 40000000, "base_url": None,
+        "api_key_env": "OPENAI_API_KEY", "concurrency": 4, "timeout": 120.0, "max_retries": 4,
+        "retry_backoff_s": 0.5, "image_detail_side": 768,
+    }
+    old["embed"] = {
+        "backend": "sentence-transformers", "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "revision": None, "instruction": "", "batch_size": 16, "normalize": False,
+        "max_seq_length": None, "device": "auto", "dtype": "auto", "base_url": None,
+        "api_key_env": "OPENAI_API_KEY", "dimensions": None, "max_input_chars": 32000,
+        "concurrency": 4, "timeout": 120.0, "max_retries": 4, "retry_backoff_s": 0.5,
+    }
+    loaded = config_from_snapshot(json.dumps(old))
+    assert loaded.caption == DescriptorCaptionConfig()
+    assert loaded.embed == SentenceTransformersEmbedConfig(batch_size=16)
+    with pytest.raises(ValueError, match="base_url"):
+        Config.model_validate_json(json.dumps(old))  # as a config file, such a table is an error
