@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
+from model.run import RunFolder
 from pipeline import schemas
 from pipeline.config import Config
 from pipeline.store import PartStore, StoreError, StoreLayout, current_key, read_table
@@ -51,7 +52,7 @@ def dataset_markdown(config: Config) -> str:
 def caption_samples(config: Config, n: int = 12) -> tuple[list[dict], str]:
     """Up to `n` captions beside their items' titles, and the captioner that made them."""
     layout = StoreLayout(config.store)
-    key = current_key(layout.captions("x").parent)
+    key = current_key(layout.captions_root)
     store = PartStore(layout.captions(key), schemas.CAPTIONS)
     captions = store.read(["caption", "error"])
     captions = captions.filter(pc.is_valid(captions.column("caption"))).slice(0, n)
@@ -60,7 +61,7 @@ def caption_samples(config: Config, n: int = 12) -> tuple[list[dict], str]:
         zip(items.column("item_id").to_pylist(), items.column("title").to_pylist(), strict=True)
     )
     provenance = store.provenance()
-    captioner = provenance.get("name") or key
+    captioner = provenance.get("captioner_name") or key  # the caption stage writes captioner_name
     rows = [
         {
             "item_id": item_id,
@@ -82,10 +83,10 @@ def is_descriptor(captioner: str) -> bool:
 
 
 def run_metrics(run_dir: Path) -> dict:
-    path = Path(run_dir) / "metrics.json"
-    if not path.exists():
-        raise StoreError(f"{path}: missing (the run has not finished)")
-    return json.loads(path.read_text())
+    run = RunFolder(run_dir)
+    if not run.finished:
+        raise StoreError(f"{run.metrics}: missing (the run has not finished)")
+    return run.read_json(run.metrics)
 
 
 def metrics_rows(runs: list[Path]) -> list[dict]:
@@ -124,10 +125,8 @@ def mean_std_rows(rows: list[dict]) -> list[dict]:
 
 def history_rows(run_dir: Path) -> list[dict]:
     """The per-epoch training history of one run: loss, valid Recall/NDCG@20, seconds."""
-    path = Path(run_dir) / "history.jsonl"
     rows = []
-    for line in path.read_text().splitlines():
-        entry = json.loads(line)
+    for entry in RunFolder(run_dir).read_history():
         rows.append(
             {
                 "epoch": entry["epoch"],
@@ -153,8 +152,9 @@ def inputs_markdown(run_dir: Path) -> str:
     ]
     for name, info in modalities.items():
         provenance = info.get("provenance", {})
-        # embedding stores record the embedder as "model" and a caption modality's "captioner_key"
-        made_by = provenance.get("model") or provenance.get("name")
+        # embedding stores record "embedder_name" (older ones only "model"); a caption modality
+        # also records its "captioner_key"
+        made_by = provenance.get("embedder_name") or provenance.get("model")
         if not made_by and provenance.get("source") == "imported":
             made_by = f"imported from {provenance.get('file')}"
         made_by = made_by or info["key"]
