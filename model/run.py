@@ -165,10 +165,25 @@ class RunFolder:
     def rank_record(self) -> Path:
         return self.path / "rank.json"
 
+    def missing_outputs(self, item_encoder: bool = False) -> list[Path]:
+        """The files a finished run consists of that are not there (metrics.json is written last,
+        but any other may have been deleted since); `item_encoder` for models that score new items."""
+        wanted = [self.config, self.inputs, self.user_ids, self.item_ids, self.user_vectors,
+                  self.item_vectors, self.metrics]
+        if item_encoder:
+            wanted += [self.best_model, self.item_encoder]
+        return [path for path in wanted if not path.exists()]
+
     @property
     def finished(self) -> bool:
-        """Training wrote its last file (metrics.json)."""
-        return self.metrics.exists()
+        """Training wrote its last file (metrics.json) and every other file of a run is there."""
+        return not self.missing_outputs()
+
+    @property
+    def resumable(self) -> bool:
+        """A checkpoint and what it stands on (the best epoch's weights and vectors) are there."""
+        return all(path.exists() for path in
+                   (self.checkpoint, self.best_model, self.user_vectors, self.item_vectors))
 
     def read_json(self, path: Path) -> dict[str, Any]:
         if not path.exists():

@@ -72,7 +72,7 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
 
     epoch, best_epoch, best_score, bad_epochs, stopped = 0, 0, -1.0, 0, False
     history: list[dict[str, Any]] = []
-    if resume and run.checkpoint.exists():
+    if resume and run.resumable:  # a checkpoint whose best vectors were deleted: start over
         state = load_checkpoint(run.checkpoint, config, fingerprint)
         model.load_state_dict(state["model"])
         if optimizer is not None:

@@ -7,9 +7,11 @@ either way.
 Idempotence across runs comes from the stores' own keys (never from an orchestrator's cache):
 ingest is skipped when its inputs (the dataset files' sizes and times, the dataset and split
 config) are those the catalog was built from and every catalog file is there; caption and embed
-compute only items whose (input hash, model key) the store lacks; train is skipped when the run
-folder named by its inputs already holds metrics.json; rank when the run's candidates, index and
-rank record are there and newer than its vectors.
+compute only items whose (input hash, model key) the store lacks, and rewrite CURRENT each run;
+train is skipped when the run folder named by its inputs holds every file of a finished run
+(metrics.json with its inputs record, vectors, id maps, config, and for feature models the item
+encoder); rank when the run's candidates, index and rank record are there and newer than its
+vectors.
 """
 
 from __future__ import annotations
@@ -83,12 +85,30 @@ def ingest_stage(config: Config, force: bool = False, progress: bool = False) ->
     layout = StoreLayout(config.store)
     digest = ingest_inputs_digest(config)
     outputs = (layout.items, layout.interactions, layout.ingest_summary, layout.ingest_inputs)
-    if not force and all(path.exists() for path in outputs):
+    if not force and all(path.exists() for path in outputs) and _imported_features_complete(layout):
         if json.loads(layout.ingest_inputs.read_text()).get("digest") == digest:
             return StageResult("ingest", False, f"ingest: catalog up to date ({layout.catalog})")
     summary = ingest(config, progress=progress)
     write_json(layout.ingest_inputs, {"digest": digest})
     return StageResult("ingest", True, summary)
+
+
+def _imported_features_complete(layout: StoreLayout) -> bool:
+    """Every feature store that ingest imported (MMRec .npy files) still holds all its rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.store import PartStore
+
+    for feature in json.loads(layout.ingest_summary.read_text()).get("features", []):
+        parts = PartStore(Path(feature["store"]), schema=None).parts()
+        try:
+            rows = sum(pq.read_metadata(part).num_rows for part in parts)
+        except (OSError, pa.ArrowException):  # a damaged part: importing again replaces it
+            return False
+        if rows != feature["rows"]:
+            return False
+    return True
 
 
 def caption_stage(
@@ -137,7 +157,10 @@ def train_stage(
     runs = training.current_runs(config)
     ran = False
     for train_config, run in zip(config.compare.train_configs(config.train), runs, strict=True):
-        if force or not run.finished:
+        missing = training.missing_outputs(run, train_config)
+        if force or missing:
+            if missing and run.metrics.exists():
+                log(f"{run.path}: {', '.join(missing)} missing; training it again")
             training.train(config, train_config=train_config, resume=not force, log=log)
             ran = True
             lines.append(f"trained {run.path}")
@@ -151,6 +174,10 @@ def rank_stage(config: Config, run_dir: Path, force: bool = False) -> StageResul
     from pipeline.rank import rank
 
     run = RunFolder(run_dir)
+    if not run.item_vectors.exists():
+        raise FileNotFoundError(
+            f"{run.item_vectors}: missing; train the run first (python -m pipeline train --config ...)"
+        )
     outputs = (run.candidates, run.index, run.rank_record)
     if (
         not force

@@ -198,6 +198,17 @@ def _add_inputs_to_metrics(run: RunFolder, inputs: TrainInputs) -> None:
     write_json(run.metrics, metrics)
 
 
+def missing_outputs(run: RunFolder, train_config: TrainConfig) -> list[str]:
+    """What a finished run of `train_config` lacks: missing files, or metrics.json without the
+    inputs record (a run killed between the two writes of metrics.json). Empty when complete."""
+    from model.registry import uses_features
+
+    missing = [path.name for path in run.missing_outputs(uses_features(train_config.model))]
+    if not missing and "inputs" not in run.read_json(run.metrics):
+        missing.append(f"{run.metrics.name} (its inputs record)")
+    return missing
+
+
 def run_config(run_dir: Path) -> Config:
     """The config a run was trained with (its snapshot; paths already absolute). Its [train] is
     the run's own (for runs of earlier versions, a [compare] run's snapshot holds [train]'s)."""
