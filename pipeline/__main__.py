@@ -9,6 +9,13 @@ from pathlib import Path
 STAGES = ("ingest", "caption", "embed", "train", "rank", "all")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -25,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = commands.add_parser("recommend", help="print a user's history and recommendations")
     rec.add_argument("--run", required=True, type=Path)
     rec.add_argument("--user", help="a user_id of the catalog")
-    rec.add_argument("--k", type=int, default=10)
+    rec.add_argument("--k", type=_positive_int, default=10, help="how many (at least 1)")
     rec.add_argument(
         "--item-features",
         type=Path,

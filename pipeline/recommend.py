@@ -29,6 +29,8 @@ def _titles(store_root: Path) -> dict[str, str | None]:
 
 def recommend_for_user(run_dir: Path, user_id: str, k: int = 10) -> str:
     """The user's interactions (with their split) and top-k candidates, with titles, as text."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
     run_dir = Path(run_dir)
     config = run_config(run_dir)
     titles = _titles(config.store)
@@ -70,21 +72,75 @@ def score_new_item(run_dir: Path, item_features: dict[str, np.ndarray]) -> np.nd
     with np.load(run.item_encoder) as npz:
         catalog = {name: npz[name] for name in npz.files}
     modalities = sorted(n.removeprefix(UNIT_PREFIX) for n in catalog if n.startswith(UNIT_PREFIX))
-    missing = sorted(set(modalities) - set(item_features))
-    if missing:
-        raise KeyError(f"item features lack modality {missing}; the run has {modalities}")
+    dims = {name: catalog[UNIT_PREFIX + name].shape[1] for name in modalities}
+    new = _checked_features(item_features, dims)
     users, _ = run.load_vectors()  # (U, D)
     model = model_class(train_config.model).encoder_only(
-        train_config, len(users), [catalog[UNIT_PREFIX + name].shape[1] for name in modalities]
+        train_config, len(users), [dims[name] for name in modalities]
     )
     model.load_state_dict(best["model"])
-    new = {
-        name: np.atleast_2d(np.asarray(item_features[name], dtype=np.float32))
-        for name in modalities
-    }
     weights = resolve_mm_weights(train_config, modalities)
     vector = encode_new_items(model, catalog, new, weights, train_config.knn_k)  # (1, D)
     return users @ vector[0]
+
+
+def _checked_features(
+    item_features: dict[str, np.ndarray], dims: dict[str, int]
+) -> dict[str, np.ndarray]:
+    """One (1, dim) float32 row per modality of the run; anything else is an error naming it.
+
+    An array for a modality the run does not have is an error too (a misspelt name would
+    otherwise be ignored while the real modality is missing).
+    """
+    expected = ", ".join(f"{name} ({dim})" for name, dim in dims.items())
+    unknown = sorted(set(item_features) - set(dims))
+    missing = sorted(set(dims) - set(item_features))
+    if unknown or missing:
+        raise KeyError(
+            f"item features: {len(unknown)} unknown array(s) {unknown}, missing {missing}; "
+            f"expected one array per modality of the run: {expected}"
+        )
+    checked = {}
+    for name, dim in dims.items():
+        vector = np.asarray(item_features[name])
+        if vector.shape not in ((dim,), (1, dim)):
+            raise ValueError(
+                f"item features: modality {name!r} has shape {vector.shape}; expected one "
+                f"vector of {dim} values (shape ({dim},) or (1, {dim})) for one new item"
+            )
+        if not np.issubdtype(vector.dtype, np.number) or np.issubdtype(vector.dtype, np.complexfloating):
+            raise ValueError(f"item features: modality {name!r} holds {vector.dtype}, not real numbers")
+        vector = vector.astype(np.float32).reshape(1, dim)
+        bad = int((~np.isfinite(vector)).sum())
+        if bad:
+            raise ValueError(
+                f"item features: modality {name!r} has {bad} NaN or infinite value(s) of {dim}"
+            )
+        checked[name] = vector
+    return checked
+
+
+def read_item_features(features_file: Path) -> dict[str, np.ndarray]:
+    """The arrays of a new item's .npz (one per modality name); a file that is none is a clear error."""
+    import zipfile
+
+    features_file = Path(features_file)
+    hint = "write it with numpy.savez(path, caption=vector, text=vector), one array per modality"
+    if features_file.is_file() and features_file.stat().st_size == 0:
+        raise ValueError(f"{features_file}: empty file, not an .npz archive; {hint}")
+    try:
+        with np.load(features_file, allow_pickle=False) as loaded:
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError(f"{features_file}: a single .npy array, not an .npz archive; {hint}")
+            return {name: loaded[name] for name in loaded.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{features_file}: no such file") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{features_file}: not a readable .npz archive ({error}); {hint}") from error
+    except ValueError as error:
+        if str(features_file) in str(error):
+            raise
+        raise ValueError(f"{features_file}: not a readable .npz archive ({error}); {hint}") from error
 
 
 def _train_config(run: RunFolder, best: dict):
@@ -115,9 +171,9 @@ def _write_item_encoder(run: RunFolder, train_config, best: dict) -> None:
 
 def recommend_for_item(run_dir: Path, features_file: Path, k: int = 10) -> str:
     """The k users a new item (features in an .npz, one array per modality) scores highest for."""
-    with np.load(features_file) as npz:
-        features = {name: npz[name] for name in npz.files}
-    scores = score_new_item(run_dir, features)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    scores = score_new_item(run_dir, read_item_features(features_file))
     run = RunFolder(run_dir)
     user_ids, n_items = read_ids(run.user_ids), len(read_ids(run.item_ids))
     top = np.argsort(-scores, kind="stable")[:k]

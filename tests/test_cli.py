@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,48 @@ def test_ingest_rebuilds_a_deleted_catalog_file(trained):
     assert "up to date" not in result.stdout
     assert items.exists()
     assert "catalog up to date" in cli("ingest", "--config", str(config)).stdout
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ("nan", "modality 'text' has 1 NaN or infinite value(s)"),
+        ("inf", "modality 'text' has 1 NaN or infinite value(s)"),
+        ("wide", "modality 'text' has shape (385,); expected one vector of 384 values"),
+        ("rows", "modality 'text' has shape (3, 384)"),
+        ("extra", "1 unknown array(s) ['txet']"),
+    ],
+)
+def test_bad_new_item_features_are_errors_naming_the_modality(trained, tmp_path, arrays, message):
+    from pipeline.config import load_config
+    from pipeline.recommend import recommend_for_item
+    from pipeline.training import load_inputs
+
+    root, config, run_dir = trained
+    features = {name: m[0].copy() for name, m in load_inputs(load_config(config)).data.features.items()}
+    if arrays in ("nan", "inf"):
+        features["text"][5] = np.nan if arrays == "nan" else np.inf
+    elif arrays == "wide":
+        features["text"] = np.append(features["text"], 0.0)
+    elif arrays == "rows":
+        features["text"] = np.stack([features["text"]] * 3)
+    else:
+        features["txet"] = features["text"]
+    np.savez(tmp_path / "item.npz", **features)
+    with pytest.raises((ValueError, KeyError), match=re.escape(message)):
+        recommend_for_item(run_dir, tmp_path / "item.npz")
+
+
+def test_recommend_refuses_a_non_positive_k_and_a_file_that_is_no_archive(trained, tmp_path):
+    root, config, run_dir = trained
+    for k in ("0", "-3"):
+        result = cli("recommend", "--run", str(run_dir), "--user", "u1", "--k", k, check=False)
+        assert result.returncode == 2 and "--k: must be at least 1" in result.stderr
+    empty, text = tmp_path / "empty.npz", tmp_path / "notes.npz"
+    empty.write_bytes(b"")
+    text.write_text("caption = 0.1 0.2\n")
+    for path, reason in ((empty, "empty file, not an .npz archive"), (text, "not a readable .npz")):
+        result = cli("recommend", "--run", str(run_dir), "--item-features", str(path), check=False)
+        assert result.returncode == 2, result.stderr
+        assert f"{path}: {reason}" in result.stderr and "numpy.savez" in result.stderr
+        assert "Traceback" not in result.stderr
