@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from pipeline.schemas import SOURCE_INTERACTIONS
 
 _EXAMPLES = 5  # ids shown with each drop, so a user can look the rows up
+_BOM = "\ufeff"
 
 
 class DatasetError(ValueError):
@@ -123,7 +124,9 @@ def read_tabular(
         raise DatasetError(f"{path}: unreadable table: {error}") from error
     except (OSError, pa.ArrowException) as error:
         raise DatasetError(f"{path}: unreadable file: {error}") from error
-    table = table.rename_columns([name.split(":", 1)[0] for name in table.column_names])
+    table = table.rename_columns(
+        [name.lstrip(_BOM).split(":", 1)[0] for name in table.column_names]
+    )
     if table.num_rows == 0:
         raise DatasetError(f"{path}: no rows (only a header)")
     return table
@@ -167,7 +170,7 @@ def _header(path: Path, delimiter: str) -> list[str]:
     with open(path, "rb") as handle:
         line = handle.readline()
     try:
-        text = line.decode("utf-8")
+        text = line.decode("utf-8-sig")  # a BOM (Excel's CSV export) is not part of the first name
     except UnicodeDecodeError as error:
         raise DatasetError(f"{path}: header is not valid UTF-8 (byte {error.start})") from error
     return [name.strip().strip('"') for name in text.rstrip("\r\n").split(delimiter)]
@@ -214,6 +217,12 @@ def as_strings(column: pa.ChunkedArray | pa.Array, path: Path, name: str) -> pa.
         ) from error
 
 
+def text_ids(column: pa.ChunkedArray | pa.Array, path: Path, name: str) -> pa.Array:
+    """An id column as text in Unicode NFC, so "é" typed as one code point or as e + accent is
+    one id; every adapter reads its item and user ids through this (and source_interactions)."""
+    return pc.utf8_normalize(as_strings(column, path, name), "NFC")
+
+
 def check_unique_ids(item_ids: pa.Array, path: Path, column: str) -> None:
     """Duplicate or empty item ids are an error naming the file, the column and a few of the ids."""
     if item_ids.null_count or pc.any(pc.equal(item_ids, "")).as_py():
@@ -251,8 +260,8 @@ def source_interactions(
     """A SOURCE_INTERACTIONS table from columns; absent optional columns are null."""
     n = len(user_id)
     columns = [
-        user_id,
-        item_id,
+        pc.utf8_normalize(user_id.cast(pa.string()), "NFC"),  # ids are NFC (see text_ids)
+        pc.utf8_normalize(item_id.cast(pa.string()), "NFC"),
         timestamp if timestamp is not None else pa.nulls(n, pa.int64()),
         rating if rating is not None else pa.nulls(n, pa.float32()),
         split if split is not None else pa.nulls(n, pa.int8()),

@@ -20,6 +20,7 @@ from pipeline.datasets.common import (
     make_drop,
     read_tabular,
     source_interactions,
+    text_ids,
 )
 from pipeline.images import download_images, is_url, sha256_file
 
@@ -45,9 +46,7 @@ def load_generic(dataset: GenericDataset, image_cache: Path, progress: bool = Fa
             **{f"dataset.text_columns[{i}]": c for i, c in enumerate(text_columns)},
         },
     )
-    item_ids = pc.utf8_trim_whitespace(
-        as_strings(raw_items.column(id_column), items_file, id_column)
-    )
+    item_ids = pc.utf8_trim_whitespace(text_ids(raw_items.column(id_column), items_file, id_column))
     check_unique_ids(item_ids, items_file, id_column)
     n_items = len(item_ids)
     title = (
@@ -185,8 +184,8 @@ def _read_interactions(
     )
     if dataset.min_rating is not None and dataset.rating_column is None:
         raise DatasetError(f"{path}: dataset.min_rating is set but dataset.rating_column is not")
-    user_id = _blank_to_null(as_strings(raw.column(user_column), path, user_column))
-    item_id = _blank_to_null(as_strings(raw.column(item_column), path, item_column))
+    user_id = _blank_to_null(text_ids(raw.column(user_column), path, user_column))
+    item_id = _blank_to_null(text_ids(raw.column(item_column), path, item_column))
     timestamp = (
         _timestamp(raw.column(dataset.timestamp_column), path, dataset.timestamp_column)
         if dataset.timestamp_column

@@ -114,7 +114,23 @@ def check_feature_rows(feature_file: Path, n_items: int, inter_file: Path) -> tu
             f"{feature_file}: has {matrix.shape[0]} rows but {inter_file} names {n_items} items "
             f"(item ids 0..{n_items - 1}); row i must be item i"
         )
+    _check_finite(matrix, feature_file)
     return matrix.shape
+
+
+def _check_finite(matrix: np.ndarray, feature_file: Path, rows_per_chunk: int = 65536) -> None:
+    """Every value is a finite number; the first row holding NaN or inf is named (read in chunks)."""
+    if not np.issubdtype(matrix.dtype, np.number) or np.issubdtype(matrix.dtype, np.complexfloating):
+        raise DatasetError(f"{feature_file}: holds {matrix.dtype} values, not real numbers")
+    for start in range(0, matrix.shape[0], rows_per_chunk):
+        bad = ~np.isfinite(np.asarray(matrix[start:start + rows_per_chunk]))  # (chunk, dim)
+        if bad.any():
+            row = start + int(np.flatnonzero(bad.any(axis=1))[0])
+            count = int(bad[row - start].sum())
+            raise DatasetError(
+                f"{feature_file}: row {row} (item {row}) has {count} NaN or infinite value(s); "
+                "every feature must be a finite number (fix or drop that row's item)"
+            )
 
 
 def read_feature_rows(feature_file: Path, start: int, stop: int) -> np.ndarray:

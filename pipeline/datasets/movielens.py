@@ -20,6 +20,7 @@ from pipeline.datasets.common import (
     read_tabular,
     require_columns,
     source_interactions,
+    text_ids,
 )
 from pipeline.images import sha256_file
 
@@ -59,7 +60,7 @@ def load_movielens(path: Path, min_rating: float | None = None) -> SourceData:
         {"item_id": "item_id", "title": "movie_title", "year": "release_year", "genres": "class"},
         item_file,
     )
-    item_ids = as_strings(items_raw.column("item_id"), item_file, "item_id")
+    item_ids = text_ids(items_raw.column("item_id"), item_file, "item_id")
     check_unique_ids(item_ids, item_file, "item_id")
     titles = as_strings(items_raw.column("movie_title"), item_file, "movie_title").to_pylist()
     years = as_strings(items_raw.column("release_year"), item_file, "release_year").to_pylist()
