@@ -202,11 +202,28 @@ class RunFolder:
         return np.load(self.user_vectors), np.load(self.item_vectors)
 
     def read_history(self, up_to_epoch: int | None = None) -> list[dict[str, Any]]:
-        """History lines (up to a checkpoint's epoch: a killed run may have written one more)."""
+        """History lines (up to a checkpoint's epoch: a killed run may have written one more).
+
+        A torn last line (a run killed while appending it) is dropped: it is after the
+        checkpoint's epoch anyway. A damaged line before the last is an error naming the line.
+        """
         if not self.history.exists():
             return []
-        lines = [json.loads(line) for line in
-                 self.history.read_text(encoding="utf-8").splitlines() if line]
+        text = self.history.read_text(encoding="utf-8", errors="replace")
+        raw = text.splitlines()
+        lines = []
+        for number, line in enumerate(raw, start=1):
+            if not line.strip():
+                continue
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                if number == len(raw) and not text.endswith("\n"):
+                    break  # torn while being appended
+                raise ValueError(
+                    f"{self.history}: line {number} is not a JSON history line ({error.msg}); "
+                    f"delete the run folder {self.path} to train it again from the start"
+                ) from error
         return [line for line in lines if up_to_epoch is None or line["epoch"] <= up_to_epoch]
 
     def write_history(self, lines: list[dict[str, Any]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import re
 import time
 import uuid
@@ -17,6 +18,8 @@ import pyarrow.parquet as pq
 
 from model.run import RunFolder, write_atomically, write_text
 from pipeline.schemas import IDS, provenance_of, with_provenance
+
+log = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -208,7 +211,7 @@ class PartStore:
         """All parts concatenated, newest row per key kept; an empty table when there are none."""
         if columns is not None:
             columns = list(dict.fromkeys([*self.key, *columns]))
-        tables = [read_table(part, self.schema, columns) for part in self.parts()]
+        tables = [self._read_part(part, columns) for part in self.parts()]
         wanted = (
             self.schema
             if columns is None
@@ -219,6 +222,17 @@ class PartStore:
         tables = [t.select(wanted.names).cast(wanted) for t in tables]
         return keep_last(pa.concat_tables(tables), self.key)
 
+    def _read_part(self, part: Path, columns: list[str] | None) -> pa.Table:
+        try:
+            return read_table(part, self.schema, columns)
+        except StoreError as error:
+            if not part.exists():  # removed by a compaction since it was listed: the caller retries
+                raise
+            raise StoreError(
+                f"{error}\n  fix: delete that part file (rm '{part}') and run the stage again: it "
+                "recomputes the items the part held (or run the stage with --force)"
+            ) from error
+
     def provenance(self) -> dict:
         """The provenance of the newest part that has one ({} when none has)."""
         for part in reversed(self.parts()):
@@ -228,8 +242,19 @@ class PartStore:
         return {}
 
     def compact(self) -> Path | None:
-        """Fold all parts into one (newest row per key), under the folder's lock."""
+        """Fold all parts into one (newest row per key), under the folder's lock.
+
+        A part that cannot be read (truncated on disk) is deleted with a warning: its items are
+        then missing from the store, so the next run of the stage recomputes them.
+        """
         with self.lock():
+            for part in self.parts():
+                try:
+                    pq.read_metadata(part)
+                except (OSError, pa.ArrowException) as error:
+                    log.warning("%s: unreadable part deleted (%s); its items will be recomputed",
+                                part, error)
+                    part.unlink(missing_ok=True)
             parts = self.parts()
             if len(parts) <= 1:
                 return parts[0] if parts else None

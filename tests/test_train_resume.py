@@ -70,3 +70,16 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path):
     assert [line["epoch"] for line in history] == list(range(1, len(history) + 1))
     for name in ("user_vectors.npy", "item_vectors.npy"):
         np.testing.assert_array_equal(np.load(killed / name), np.load(straight / name))
+
+
+def test_a_torn_last_history_line_is_dropped_and_a_torn_middle_line_named(tmp_path):
+    from model.run import RunFolder
+
+    run = RunFolder(tmp_path)
+    good = [json.dumps({"epoch": epoch, "loss": 0.5}) for epoch in (1, 2)]
+    run.history.write_text("\n".join(good) + '\n{"epoch": 3, "lo')  # killed mid-append
+    assert [line["epoch"] for line in run.read_history(up_to_epoch=2)] == [1, 2]
+    assert [line["epoch"] for line in run.read_history()] == [1, 2]
+    run.history.write_text(good[0] + '\n{"epoch": 2, "lo\n' + good[1] + "\n")
+    with pytest.raises(ValueError, match=r"history\.jsonl: line 2 is not a JSON history line"):
+        run.read_history()
