@@ -7,6 +7,7 @@ API show which stages did work in each run.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -14,9 +15,28 @@ from prefect.states import Completed, State
 
 from flows import reports
 from pipeline.config import Config, load_config
+from pipeline.errors import explain
 from pipeline.stages import StageResult, parse_force
 
 Force = bool | list[str] | str | None
+
+
+class StageFailed(RuntimeError):
+    """A stage stopped on an OSError; the message is one line naming the file and the fix."""
+
+
+def _one_line_errors(function):
+    """Re-raise an OSError of the stage as StageFailed(one line): the task's state message says
+    which file and what to do, without a traceback through the pipeline's internals."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except OSError as error:
+            raise StageFailed(explain(error)) from None
+
+    return wrapper
 
 
 def _finish(result: StageResult, value: object = None):
@@ -29,6 +49,7 @@ def _finish(result: StageResult, value: object = None):
 
 
 @task(name="ingest")
+@_one_line_errors
 def ingest_task(config_path: str, force: bool = False):
     from pipeline.stages import ingest_stage
 
@@ -39,6 +60,7 @@ def ingest_task(config_path: str, force: bool = False):
 
 
 @task(name="caption")
+@_one_line_errors
 def caption_task(config_path: str, force: bool = False, shard: int = 0, shards: int = 1):
     from pipeline.stages import caption_stage
 
@@ -51,6 +73,7 @@ def caption_task(config_path: str, force: bool = False, shard: int = 0, shards: 
 
 
 @task(name="embed")
+@_one_line_errors
 def embed_task(config_path: str, force: bool = False, shard: int = 0, shards: int = 1):
     from pipeline.stages import embed_stage
 
@@ -70,6 +93,7 @@ def _fan_out(stage_task, config_path: str, force: bool, shards: int) -> None:
 
 
 @task(name="train")
+@_one_line_errors
 def train_task(config_path: str, force: bool = False):
     from pipeline.stages import train_stage
 
@@ -80,6 +104,7 @@ def train_task(config_path: str, force: bool = False):
 
 
 @task(name="rank")
+@_one_line_errors
 def rank_task(config_path: str, run_dir: str, force: bool = False):
     from pipeline.stages import rank_stage
 

@@ -10,7 +10,8 @@ import argparse
 from pathlib import Path
 
 from flows.dag import FLOWS, caption_flow, embed_flow, extract_and_train, extract_flow
-from pipeline.config import Config, load_config
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.errors import explain
 
 FAN_OUT_FLOWS = (caption_flow, embed_flow, extract_flow, extract_and_train)
 
@@ -69,7 +70,13 @@ def main(argv: list[str] | None = None) -> None:
             "PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
 
-    serve(*[d for path in args.configs for d in deployments(path)])
+    try:
+        published = [d for path in args.configs for d in deployments(path)]
+    except ConfigError as error:
+        raise SystemExit(f"error: {error}") from None
+    except OSError as error:
+        raise SystemExit(f"error: {explain(error)}") from None
+    serve(*published)
 
 
 if __name__ == "__main__":

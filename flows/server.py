@@ -183,6 +183,19 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("start", help="start the local Prefect server")
     commands.add_parser("stop", help="stop the served deployments and the server")
     args = parser.parse_args(argv)
+    from pipeline.config import ConfigError
+    from pipeline.errors import explain
+
+    try:
+        return _run(args)
+    except OSError as error:
+        print(f"error: {explain(error)}", file=sys.stderr)
+    except (ConfigError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return demo(args.config, args.force)
     if args.command == "start":

@@ -24,9 +24,12 @@ What a run holds (file names are those of earlier versions: existing run folders
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,14 +45,39 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     The folder is created when missing; the temp file is removed when `write` fails.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write(temporary)
+            os.replace(temporary, path)
+        finally:
+            with contextlib.suppress(OSError):  # a failed cleanup must not hide the real error
+                temporary.unlink(missing_ok=True)
+    except OSError as error:
+        raise _naming(error, path) from error
     return path
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """`error` with an errno and the file it was about (the target, never the temp name).
+
+    Writers such as np.save and pyarrow report a full disk without errno or file name.
+    """
+    code = error.errno
+    if code is None and _nearly_full(path.parent):
+        code = errno.ENOSPC
+    if code is None:
+        return error
+    named = error.filename if error.filename and ".tmp" not in str(error.filename) else path
+    return OSError(code, os.strerror(code), str(named))
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from pipeline.config import ConfigError, load_config
+    from pipeline.errors import explain
 
     try:
         if args.command == "recommend":
@@ -61,9 +62,19 @@ def main(argv: list[str] | None = None) -> int:
             stages = list(STAGES[:-1]) if args.command == "all" else [args.command]
             run_stages(stages, config, force=getattr(args, "force", False),
                        fresh=getattr(args, "fresh", False), search=getattr(args, "search", False))
-    except (ConfigError, OSError, KeyError, ValueError) as error:
+    except OSError as error:
+        print(f"error: {explain(error)}", file=sys.stderr)
+        return 2
+    except KeyError as error:  # str() of a KeyError quotes its message
+        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 2
+    except (ConfigError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: what was written is kept; rerun the same command to go on",
+              file=sys.stderr)
+        return 130
     return 0
 
 
