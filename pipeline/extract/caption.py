@@ -49,25 +49,6 @@ def image_roots(config: Config) -> list[Path]:
     return roots
 
 
-def caption(
-    config: Config,
-    force: bool = False,
-    progress: bool = True,
-    shard: tuple[int, int] = (0, 1),
-    on_progress: Callable[[int, int], None] | None = None,
-) -> StageSummary:
-    """The caption stage for a run config (see caption_store)."""
-    return caption_store(
-        config.caption,
-        Path(config.store),
-        image_roots(config),
-        force=force,
-        progress=progress,
-        shard=shard,
-        on_progress=on_progress,
-    )
-
-
 def caption_store(
     caption_config: CaptionConfig,
     store_root: Path,
@@ -160,9 +141,9 @@ def caption_store(
                     rows, last_write = [], time.monotonic()
         store.append(pa.Table.from_pylist(rows, CAPTIONS), provenance)
     store.compact()
-    set_current(layout.captions(captioner.key).parent, captioner.key)
+    set_current(layout.captions_root, captioner.key)
     summary.stage_seconds = time.perf_counter() - started
-    write_summary(layout.captions(captioner.key).parent / "summary.json", summary)
+    write_summary(layout.caption_summary, summary)
     return summary
 
 

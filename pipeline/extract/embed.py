@@ -23,7 +23,6 @@ from pipeline.store import (
 
 if TYPE_CHECKING:
     from extractors.base import Embedder
-    from pipeline.config import Config
 
 from pipeline.extract.common import (
     EMBED_PART_ROWS,
@@ -41,31 +40,11 @@ from pipeline.extract.common import (
 log = logging.getLogger(__name__)
 
 
-def embed(
-    config: Config,
-    force: bool = False,
-    progress: bool = True,
-    shard: tuple[int, int] = (0, 1),
-    on_progress: Callable[[int, int], None] | None = None,
-) -> StageSummary:
-    """The embed stage for a run config (see embed_store)."""
-    return embed_store(
-        config.embed,
-        config.modalities,
-        Path(config.store),
-        force=force,
-        progress=progress,
-        shard=shard,
-        on_progress=on_progress,
-    )
-
-
 def _modality_texts(layout: StoreLayout, items: pa.Table, source: str) -> list[str | None]:
     """Each catalog item's input text for a modality source, aligned with `items` (None: no input)."""
     if source == "text":
         return items.column("text").to_pylist()
-    captions_parent = layout.root / "features" / "captions"
-    captions = PartStore(layout.captions(current_key(captions_parent)), CAPTIONS).read(
+    captions = PartStore(layout.captions(current_key(layout.captions_root)), CAPTIONS).read(
         columns=["caption"]
     )
     by_item = dict(
@@ -125,7 +104,7 @@ def embed_store(
         summary.per_modality[modality] = counts
     summary.key = ", ".join(f"{m}={c['key']}" for m, c in summary.per_modality.items())
     summary.name = ", ".join(sorted({embedder.name for embedder in embedders.values()}))
-    write_summary(layout.root / "features" / "embeddings" / "summary.json", summary)
+    write_summary(layout.embed_summary, summary)
     return summary
 
 
@@ -154,7 +133,7 @@ def _embed_modality(
     }
     texts = _modality_texts(layout, items, source)
     if source == "caption":
-        provenance["captioner_key"] = current_key(layout.root / "features" / "captions")
+        provenance["captioner_key"] = current_key(layout.captions_root)
     counts = {
         "key": embedder.key,
         "computed": 0,
@@ -197,7 +176,7 @@ def _embed_modality(
                 advance(len(entries))
         store.append(_embed_table(rows, schema), provenance)
     store.compact()
-    set_current(layout.embeddings(modality, embedder.key).parent, embedder.key)
+    set_current(layout.modality_embeddings(modality), embedder.key)
     counts["computed"] = summary.computed - before[0]
     counts["failed"] = summary.failed - before[1]
     summary.skipped += counts["skipped"]
