@@ -36,17 +36,17 @@ class TrainConfig:
     knn_hnsw_m: int = 32  # HNSW links per node
     knn_ef_search: int = 128  # HNSW search depth
     mm_weights: dict[str, float] = field(default_factory=dict)  # modality -> weight; {} = equal
-    reg_weight: float = 1e-3
+    reg_weight: float = 1e-3  # LIRDRec: weight of mean(U^2) + mean(I^2); baselines: EmbLoss
     decay_weight: float = 0.9  # PWC: initial w1 (w2 = 1 - w1)
     decay_base: float = 0.9  # PWC: w1 <- w1 * decay_base**epoch at each epoch start
-    learning_rate: float = 1e-4
-    batch_size: int = 2048
-    epochs: int = 1000
+    learning_rate: float = 1e-4  # Adam
+    batch_size: int = 2048  # (user, positive, negative) triples per step
+    epochs: int = 1000  # at most; early stopping usually ends training sooner
     patience: int = 20  # stop when valid Recall@20 has not improved for `patience` epochs (+1 fails)
-    seed: int = 999
+    seed: int = 999  # initial weights, epoch order and negative sampling
     device: str = "auto"  # "auto" (cuda when present) | "cpu" | "cuda" | "cuda:N"
     eval_user_chunk: int = 0  # users scored at once; 0 = auto (score block <= 2**24 floats)
-    topk: tuple[int, ...] = (5, 10, 20, 50)
+    topk: tuple[int, ...] = (5, 10, 20, 50)  # cut-offs of every metric; must contain 20
     feature_dtype: str = "float32"  # "bfloat16" runs the feature matmuls in bf16 (faster, ~same)
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     eval_test_every_epoch: bool = False  # also score test each epoch into history (costly)

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from model.run import RunFolder, write_json, write_text
 from pipeline import schemas
-from pipeline.config import Config
+from pipeline.config import Config, config_from_snapshot
 from pipeline.splits import catalog_order, codes_in
 from pipeline.store import (
     PartStore,
@@ -215,7 +215,7 @@ def run_config(run_dir: Path) -> Config:
     snapshot = RunFolder(run_dir).config
     if not snapshot.exists():
         raise FileNotFoundError(f"{snapshot}: not a run folder (no {snapshot.name})")
-    return Config.model_validate_json(snapshot.read_text(), context={"check_paths": False})
+    return config_from_snapshot(snapshot.read_text())
 
 
 def current_runs(config: Config) -> list[RunFolder]:

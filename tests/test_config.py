@@ -245,3 +245,9 @@ def test_snapshots_round_trip_and_old_flat_snapshots_still_load(config_dir):
     assert loaded.embed == SentenceTransformersEmbedConfig(batch_size=16)
     with pytest.raises(ValueError, match="base_url"):
         Config.model_validate_json(json.dumps(old))  # as a config file, such a table is an error
+    from pipeline.training import run_config
+
+    run = config_dir / "runs" / "lirdrec-old"  # a run folder of an earlier version
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(old))
+    assert run_config(run).caption == DescriptorCaptionConfig()
