@@ -8,6 +8,8 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
+from extractors.redact import redact
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
@@ -80,8 +82,11 @@ class BatchCaptioner:
             return [_checked(caption) for caption in captions]
         except Exception as error:  # noqa: BLE001 - any backend failure becomes per-item error rows below
             if len(images) == 1:
-                return [(None, f"captioning failed: {type(error).__name__}: {error}"[:MAX_ERROR_CHARS])]
-            log.warning("batch of %d failed (%s); retrying one by one", len(images), error)
+                message = redact(f"captioning failed: {type(error).__name__}: {error}")
+                return [(None, message[:MAX_ERROR_CHARS])]
+            log.warning(
+                "batch of %d failed (%s); retrying one by one", len(images), redact(str(error))
+            )
             return [result for image in images for result in self.caption_each([image])]
 
 

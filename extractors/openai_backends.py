@@ -12,6 +12,7 @@ import numpy as np
 from extractors.base import CaptionResult, Embedded, stable_key
 from extractors.config import OpenAICaptionConfig, OpenAIEmbedConfig
 from extractors.openai_http import EndpointError, RetryingJsonClient
+from extractors.redact import redact
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -47,7 +48,7 @@ def parse_chat_answer(answer: dict[str, Any]) -> str:
         content = answer["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
         raise EndpointError(
-            f"garbage answer: no choices[0].message.content in {str(answer)[:120]!r}"
+            f"garbage answer: no choices[0].message.content in {redact(str(answer))[:120]!r}"
         ) from None
     if isinstance(content, list):  # some servers answer with content parts
         content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
@@ -73,7 +74,7 @@ class OpenAICaptioner:
             "backend": "openai",
             "model": config.model,
             **settings,
-            "base_url": config.base_url,
+            "base_url": redact(config.base_url),  # never a password in the URL
             "api_key_env": config.api_key_env,  # the variable's name, never its value
         }
         # enough images at once to keep `concurrency` requests in flight
@@ -142,7 +143,7 @@ class OpenAIEmbedder:
             "backend": "openai",
             "model": config.model,
             **settings,
-            "base_url": config.base_url,
+            "base_url": redact(config.base_url),  # never a password in the URL
             "api_key_env": config.api_key_env,  # the variable's name, never its value
         }
         self.dim: int = config.dimensions or self._request([DIMENSION_PROBE_TEXT], None).shape[1]
@@ -167,7 +168,7 @@ class OpenAIEmbedder:
             vectors = [[float(value) for value in row["embedding"]] for row in rows]
         except (KeyError, TypeError, ValueError):
             raise EndpointError(
-                f"garbage answer: no data[].embedding in {str(answer)[:120]!r}"
+                f"garbage answer: no data[].embedding in {redact(str(answer))[:120]!r}"
             ) from None
         if len(vectors) != len(texts) or len({len(vector) for vector in vectors}) != 1:
             raise EndpointError(

@@ -8,20 +8,30 @@ import random
 import time
 from typing import Any
 
+from extractors.redact import redact, register_key_variable, register_url
+
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
 
 
 class EndpointError(RuntimeError):
-    """The endpoint refused, kept failing, or answered something that is not the expected JSON."""
+    """The endpoint refused, kept failing, or answered something that is not the expected JSON.
+
+    Its message is redacted (extractors.redact): an answer that echoes the request's headers, or
+    an endpoint URL with a password in it, never carries the key into error rows or logs.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 class RetryingJsonClient:
     """POSTs JSON; retries 429, 5xx, timeouts and dropped connections with exponential backoff.
 
     The API key is read from the environment variable named by `api_key_env` and lives only in the
-    request headers: it is never logged, stored, or put in error messages.
+    request headers: both it and any password in `base_url` are registered with extractors.redact,
+    so no message this client makes (nor any other redacted text) shows them.
     """
 
     def __init__(
@@ -35,6 +45,8 @@ class RetryingJsonClient:
     ) -> None:
         import httpx
 
+        register_key_variable(api_key_env)
+        register_url(base_url)
         api_key = os.environ.get(api_key_env) if api_key_env else None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
@@ -59,6 +71,7 @@ class RetryingJsonClient:
         import httpx
 
         url = f"{self.base_url}/{path.lstrip('/')}"
+        shown = redact(url)  # what messages name: never a password in the URL
         problem = "no attempt made"
         for attempt in range(self.max_retries + 1):
             retry_after = None
@@ -74,32 +87,32 @@ class RetryingJsonClient:
                     retry_after = response.headers.get("retry-after")
                 elif response.status_code >= 400:
                     raise EndpointError(
-                        f"{url}: HTTP {response.status_code}: {response.text[:300]}"
+                        f"{shown}: HTTP {response.status_code}: {redact(response.text)[:300]}"
                     )
                 else:
                     try:
                         answer = response.json()
                     except ValueError:
                         raise EndpointError(
-                            f"{url}: garbage answer (not JSON): {response.text[:120]!r}"
+                            f"{shown}: garbage answer (not JSON): {redact(response.text)[:120]!r}"
                         ) from None
                     if not isinstance(answer, dict):
                         raise EndpointError(
-                            f"{url}: garbage answer (JSON {type(answer).__name__}, not an object)"
+                            f"{shown}: garbage answer (JSON {type(answer).__name__}, not an object)"
                         )
                     return answer
             if attempt < self.max_retries:
                 delay = self._delay(attempt, retry_after)
                 log.warning(
                     "%s: %s; retry %d/%d in %.1fs",
-                    url,
+                    shown,
                     problem,
                     attempt + 1,
                     self.max_retries,
                     delay,
                 )
                 time.sleep(delay)
-        raise EndpointError(f"{url}: {problem}, {self.max_retries} retries exhausted")
+        raise EndpointError(f"{shown}: {problem}, {self.max_retries} retries exhausted")
 
     def close(self) -> None:
         self._client.close()

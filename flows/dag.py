@@ -13,6 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.states import Completed, State
 
+from extractors.redact import install_log_redaction, redact
 from flows import reports
 from pipeline.config import Config, load_config
 from pipeline.errors import explain
@@ -27,14 +28,22 @@ class StageFailed(RuntimeError):
 
 def _one_line_errors(function):
     """Re-raise an OSError of the stage as StageFailed(one line): the task's state message says
-    which file and what to do, without a traceback through the pipeline's internals."""
+    which file and what to do, without a traceback through the pipeline's internals. The task's
+    logs are redacted (extractors.redact), and so is any exception that leaves it: one whose
+    message held a key or URL password leaves as StageFailed with the redacted message."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
+        install_log_redaction()  # here too: a task may run in a Dask worker's process
         try:
             return function(*args, **kwargs)
         except OSError as error:
-            raise StageFailed(explain(error)) from None
+            raise StageFailed(redact(explain(error))) from None
+        except Exception as error:
+            message = redact(str(error))
+            if message != str(error):
+                raise StageFailed(f"{type(error).__name__}: {message}") from None
+            raise
 
     return wrapper
 
@@ -121,6 +130,8 @@ def _value(result):
 
 def _config(config_path: str) -> Config:
     # Validate up front: a bad config fails the flow at once, naming the key, before any task runs.
+    # Its keys are registered with extractors.redact, and the flow run's logs redacted from here on.
+    install_log_redaction()
     return load_config(config_path)
 
 

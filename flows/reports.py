@@ -1,4 +1,7 @@
-"""Publish a run's reports as Prefect artifacts (tables, markdown, links, progress) for the UI."""
+"""Publish a run's reports as Prefect artifacts (tables, markdown, links, progress) for the UI.
+
+Every text an artifact holds goes through extractors.redact first (no key, no URL password).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from extractors.redact import redact_value
 from model.run import RunFolder
 from pipeline import report
 from pipeline.config import Config
@@ -26,7 +30,7 @@ def _key(config: Config, what: str) -> str:
 
 def dataset_summary(config: Config) -> None:
     create_markdown_artifact(
-        report.dataset_markdown(config),
+        redact_value(report.dataset_markdown(config)),
         key=_key(config, "dataset"),
         description="Catalog and drops",
     )
@@ -38,11 +42,13 @@ def sample_captions(config: Config) -> None:
     if report.is_descriptor(captioner):
         description += " (descriptor captioner: NOT a multimodal LLM)"
         create_markdown_artifact(report.DESCRIPTOR_NOTE, key=_key(config, "captioner-note"))
-    create_table_artifact(rows, key=_key(config, "captions"), description=description)
+    create_table_artifact(
+        redact_value(rows), key=_key(config, "captions"), description=redact_value(description)
+    )
 
 
 def training(config: Config, runs: list[Path]) -> None:
-    rows = report.metrics_rows(runs)
+    rows = redact_value(report.metrics_rows(runs))
     create_table_artifact(
         rows, key=_key(config, "metrics"), description="Valid / test / test cold-start, every run"
     )
@@ -53,12 +59,12 @@ def training(config: Config, runs: list[Path]) -> None:
             description="Mean ± std over seeds, per model",
         )
     create_table_artifact(
-        report.history_rows(runs[0]),
+        redact_value(report.history_rows(runs[0])),
         key=_key(config, "history"),
         description=f"Per-epoch history of {runs[0].name}",
     )
     create_markdown_artifact(
-        report.inputs_markdown(runs[0]),
+        redact_value(report.inputs_markdown(runs[0])),
         key=_key(config, "inputs"),
         description="Feature provenance",
     )

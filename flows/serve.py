@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__)
     parser.add_argument("configs", nargs="+", type=Path, help="run configs (TOML) to publish")
     args = parser.parse_args(argv)
+    from extractors.redact import install_log_redaction
+
+    install_log_redaction()  # serve.log: what this process and the flow runs it starts log
     from prefect import serve
     from prefect.settings import PREFECT_API_URL
 

@@ -17,6 +17,21 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; everything it prints and logs goes through extractors.redact, so no
+    configured key or URL password reaches the terminal (a bug's traceback included)."""
+    import traceback
+
+    from extractors.redact import redacted_output
+
+    with redacted_output():
+        try:
+            return _main(argv)
+        except Exception:  # noqa: BLE001 - not a user's error: show the traceback, redacted
+            traceback.print_exc()
+            return 1
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for stage in ("ingest", "caption", "embed", "train", "all"):

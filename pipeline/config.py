@@ -28,10 +28,13 @@ from extractors.config import (
     CaptionConfig,
     EmbedConfig,
     ModalityConfig,
+    OpenAICaptionConfig,
+    OpenAIEmbedConfig,
     SentenceTransformersEmbedConfig,
     TransformersCaptionConfig,
     default_modalities,
 )
+from extractors.redact import register_key_variable, register_url
 from model.config import SearchConfig, TrainConfig
 
 
@@ -256,7 +259,7 @@ def load_config(
         )
     try:
         # As JSON, so that strict mode takes arrays for tuples and strings for paths, as TOML has them.
-        return Config.model_validate_json(
+        config = Config.model_validate_json(
             json.dumps(raw),
             strict=True,
             context={"base_dir": path.parent, "check_paths": check_paths},
@@ -264,6 +267,20 @@ def load_config(
     except ValidationError as error:
         lines = [f"{path}: {_problem(e)}" for e in error.errors()]
         raise ConfigError("invalid config\n" + "\n".join(lines)) from None
+    register_secrets(config)
+    return config
+
+
+def register_secrets(config: Config) -> None:
+    """Every endpoint's key variable and URL password, for extractors.redact to keep out of output."""
+    for backend in (
+        config.caption,
+        config.embed,
+        *(m.embedder for m in config.modalities.values() if m.embedder is not None),
+    ):
+        if isinstance(backend, OpenAICaptionConfig | OpenAIEmbedConfig):
+            register_key_variable(backend.api_key_env)
+            register_url(backend.base_url)
 
 
 def config_from_snapshot(text: str) -> Config:

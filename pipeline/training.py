@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from extractors.redact import redact
 from model.run import RunFolder, write_json, write_text
 from pipeline import schemas
 from pipeline.config import Config, config_from_snapshot
@@ -160,7 +161,7 @@ def train(config: Config, *, resume: bool = True, train_config: TrainConfig | No
     write_ids(run.item_ids, inputs.item_ids)
     # the run's own train config (a [compare] run's, not [train]'s) inside the pipeline config
     snapshot = config.model_copy(update={"train": train_config})
-    write_text(run.config, snapshot.model_dump_json(indent=2))
+    write_text(run.config, redact(snapshot.model_dump_json(indent=2)))  # no URL password
     write_json(run.inputs, _inputs_record(inputs))
     for modality in inputs.modalities:
         if modality.missing_items:

@@ -10,6 +10,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from tests.support.catalog import make_catalog, write_config
+from tests.support.endpoint import serve_endpoint
 from tests.support.synthetic import planted_data
 
 
@@ -35,3 +36,9 @@ def prefect_api(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture()
+def endpoint(monkeypatch):
+    """A local OpenAI-compatible endpoint (tests/support/endpoint.py); its key is in TEST_ENDPOINT_KEY."""
+    yield from serve_endpoint(monkeypatch)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from extractors.config import CaptionConfig
+from extractors.redact import redact
 from pipeline.schemas import CAPTIONS, ITEMS
 from pipeline.store import (
     PartStore,
@@ -131,7 +132,7 @@ def caption_store(
                             "item_id": item_id,
                             "image_sha256": image_sha256,
                             "caption": text,
-                            "error": error,
+                            "error": redact(error) if error else error,
                         }
                     )
                     count_outcome(summary, item_id, error)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from extractors.redact import redact, redact_value
 from model.run import write_json
 from pipeline.store import PartStore, StoreError
 
@@ -51,7 +52,8 @@ class StageSummary:
     per_modality: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Its fields, redacted (extractors.redact): what summary.json and reports hold."""
+        return redact_value(asdict(self))
 
     def format(self) -> str:
         lines = [
@@ -65,7 +67,7 @@ class StageSummary:
             lines.append(f"  {modality}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         lines += [f"  WARNING: {warning}" for warning in self.warnings]
         lines += [f"  error: {error}" for error in self.errors]
-        return "\n".join(lines)
+        return redact("\n".join(lines))
 
     def __str__(self) -> str:
         return self.format()
@@ -150,4 +152,4 @@ def count_outcome(summary: StageSummary, item_id: str, error: str | None) -> Non
         return
     summary.failed += 1
     if len(summary.errors) < MAX_ERRORS_SHOWN:
-        summary.errors.append(f"{item_id}: {error}")
+        summary.errors.append(redact(f"{item_id}: {error}"))

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from extractors.config import EmbedConfig, ModalityConfig, default_modalities
+from extractors.redact import redact
 from pipeline.schemas import CAPTIONS, ITEMS, embeddings
 from pipeline.store import (
     PartStore,
@@ -193,7 +194,7 @@ def _embed_row(
         "input_sha256": digest,
         "vector": vector,
         "truncated": truncated,
-        "error": error,
+        "error": redact(error) if error else error,
     }
 
 
@@ -231,8 +232,11 @@ def _embed_checked(
             )
     except Exception as error:  # noqa: BLE001 - any backend failure becomes per-item error rows
         if len(texts) == 1:
-            return [(None, None, f"embedding failed: {type(error).__name__}: {error}"[:500])]
-        log.warning("embedding batch of %d failed (%s); retrying one by one", len(texts), error)
+            message = redact(f"embedding failed: {type(error).__name__}: {error}")
+            return [(None, None, message[:500])]
+        log.warning(
+            "embedding batch of %d failed (%s); retrying one by one", len(texts), redact(str(error))
+        )
         return [result for text in texts for result in _embed_checked(embedder, [text])]
     finite = np.isfinite(vectors).all(axis=1)
     return [
