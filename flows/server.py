@@ -9,6 +9,7 @@ and the deployments stay up. `python -m flows.server stop` stops both.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -108,17 +109,35 @@ def start_serving(
         time.sleep(1.0)
 
 
-def stop_process(name: str) -> bool:
+def stop_process(name: str, grace_seconds: float = 10.0) -> bool:
     pid_file = HOME / f"{name}.pid"
     if not pid_file.exists():
         return False
     try:
-        os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        group = int(pid_file.read_text())
+        os.killpg(group, signal.SIGTERM)
         stopped = True
     except (ProcessLookupError, ValueError, PermissionError):
         stopped = False
+    if stopped:  # `serve` may outlive a SIGTERM (it waits on its runs): kill it after a grace time
+        deadline = time.monotonic() + grace_seconds
+        while time.monotonic() < deadline and _group_alive(group):
+            time.sleep(0.2)
+        if _group_alive(group):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return stopped
+
+
+def _group_alive(group: int) -> bool:
+    with contextlib.suppress(ChildProcessError):  # reap it when this process started it
+        os.waitpid(group, os.WNOHANG)
+    try:
+        os.killpg(group, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def stop_flow_runs() -> int:
@@ -150,14 +169,21 @@ def demo(config_path: Path, force: str | None = None) -> int:
     from pipeline.report import metrics_rows, metrics_table
 
     config = load_config(config_path)
-    start_server()
-    start_serving([config_path], "extract-and-train", config.name)
-    parameters = {"force": force} if force else {}
-    print(f"running extract-and-train/{config.name} ... (follow it at {UI_URL}/runs)", flush=True)
-    started = time.perf_counter()
-    flow_run = run_deployment(
-        f"extract-and-train/{config.name}", parameters=parameters, timeout=None, poll_interval=3
-    )
+    server_was_up = healthy()
+    flow_run = None
+    try:
+        start_server()
+        start_serving([config_path], "extract-and-train", config.name)
+        parameters = {"force": force} if force else {}
+        print(f"running extract-and-train/{config.name} ... (follow it at {UI_URL}/runs)",
+              flush=True)
+        started = time.perf_counter()
+        flow_run = run_deployment(f"extract-and-train/{config.name}", parameters=parameters,
+                                  timeout=0)
+        flow_run = _wait(flow_run.id)
+    except KeyboardInterrupt:
+        _interrupted(flow_run.id if flow_run is not None else None, stop_server=not server_was_up)
+        return 130
     seconds = time.perf_counter() - started
     state = flow_run.state
     print(f"flow run {flow_run.name}: {state.name if state else 'unknown'} in {seconds:.0f} s")
@@ -172,6 +198,46 @@ def demo(config_path: Path, force: str | None = None) -> int:
     print(f"run folder: {runs[0]}")
     print(f"the server and the deployments stay up at {UI_URL}; `make stop` stops them")
     return 0
+
+
+def _wait(flow_run_id, poll_seconds: float = 3.0):
+    """The flow run once it is in a final state."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        while True:
+            flow_run = client.read_flow_run(flow_run_id)
+            if flow_run.state is not None and flow_run.state.is_final():
+                return flow_run
+            time.sleep(poll_seconds)
+
+
+def _interrupted(flow_run_id, stop_server: bool) -> None:
+    """Ctrl-C: cancel the run, stop what this demo started; the store keeps what was written."""
+    print("\ninterrupted: stopping the run ...", file=sys.stderr, flush=True)
+    if flow_run_id is not None:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Cancelling
+
+        try:
+            with get_client(sync_client=True) as client:
+                client.set_flow_run_state(flow_run_id, Cancelling(), force=True)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:  # the served runner kills the run's process
+                    state = client.read_flow_run(flow_run_id).state
+                    if state is not None and state.is_final():
+                        break
+                    time.sleep(1.0)
+        except Exception as error:  # noqa: BLE001 - the server may be gone: stop processes anyway
+            print(f"could not cancel the run through the API ({error})", file=sys.stderr)
+    stopped = ["serve"] if stop_process("serve") else []
+    if stop_server and stop_process("server"):
+        stopped.append("server")
+    runs = stop_flow_runs()
+    print(f"stopped: {', '.join(stopped) or 'nothing else'}"
+          + (f", {runs} flow-run process(es)" if runs else "")
+          + "; every stage resumes from what is in the store: rerun `make demo`",
+          file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
