@@ -122,7 +122,7 @@ def caption_stage(
 
     summary = caption_store(config.caption, config.store, image_roots(config), force=force,
                             progress=progress, shard=shard, on_progress=on_progress)
-    return StageResult("caption", summary.computed + summary.failed > 0, summary)
+    return StageResult("caption", summary.computed + summary.failed + summary.dropped > 0, summary)
 
 
 def embed_stage(
@@ -136,7 +136,7 @@ def embed_stage(
 
     summary = embed_store(config.embed, config.modalities, config.store, force=force,
                           progress=progress, shard=shard, on_progress=on_progress)
-    return StageResult("embed", summary.computed + summary.failed > 0, summary)
+    return StageResult("embed", summary.computed + summary.failed + summary.dropped > 0, summary)
 
 
 def train_stage(

@@ -38,6 +38,8 @@ from pipeline.extract.common import (
 
 log = logging.getLogger(__name__)
 
+NO_IMAGE = "no input: the catalog has no image for this item now"
+
 
 def image_roots(config: Config) -> list[Path]:
     """Folders the catalog's image paths must stay inside: the dataset's own, and the store's image cache."""
@@ -89,23 +91,27 @@ def caption_store(
     }
     started = time.perf_counter()
     with store.lock(lock_name(shard)):
+        # with force nothing stored is read (so it works past a damaged part): every item
+        # without input gets its null row
         done, failed_before = ({}, set()) if force else stored_state(store, "image_sha256")
-        todo = []
-        for item_id, image_path, image_sha256 in zip(
-            *(items.column(c).to_pylist() for c in ("item_id", "image_path", "image_sha256")),
-            strict=True,
+        todo, rows = [], []
+        for item_id, image_path in zip(
+            *(items.column(c).to_pylist() for c in ("item_id", "image_path")), strict=True
         ):
             if image_path is None:
                 summary.no_input += 1
+                if force or item_id in done:  # its image left the catalog: its caption must go too
+                    rows.append(_caption_row(item_id, None, None, NO_IMAGE))
+                    summary.dropped += 1
                 continue
-            # Hash the bytes as they are now: a poster replaced since ingest is captioned again.
-            image_sha256 = _current_sha256(image_path, image_sha256, roots)
+            # Hash the bytes as they are now: a poster replaced since ingest is captioned again,
+            # and one gone or unreadable is tried again, so it gets an error row, not its old caption.
+            image_sha256 = _current_sha256(image_path, roots)
             if done.get(item_id) == image_sha256 and image_sha256 is not None:
                 summary.skipped += 1
             else:
                 todo.append((item_id, image_path, image_sha256))
         summary.retried = sum(item_id in failed_before for item_id, _, _ in todo)
-        rows: list[dict[str, Any]] = []
         last_write = time.monotonic()
         with progress_bar(
             len(todo), f"caption [{captioner.key}]", progress, on_progress
@@ -127,14 +133,7 @@ def caption_store(
                     results.update(zip(good, outputs, strict=True))
                 for index, (item_id, _, image_sha256) in enumerate(entries):
                     text, error = results[index]
-                    rows.append(
-                        {
-                            "item_id": item_id,
-                            "image_sha256": image_sha256,
-                            "caption": text,
-                            "error": redact(error) if error else error,
-                        }
-                    )
+                    rows.append(_caption_row(item_id, image_sha256, text, error))
                     count_outcome(summary, item_id, error)
                 advance(len(entries))
                 if len(rows) >= part_rows or time.monotonic() - last_write > PART_SECONDS:
@@ -148,14 +147,24 @@ def caption_store(
     return summary
 
 
-def _current_sha256(
-    image_path: str, catalog_sha256: str | None, roots: Sequence[Path]
-) -> str | None:
-    """The sha256 of the image file's current bytes (the catalog's when unreadable or outside the roots)."""
+def _caption_row(
+    item_id: str, image_sha256: str | None, caption: str | None, error: str | None
+) -> dict[str, Any]:
+    return {
+        "item_id": item_id,
+        "image_sha256": image_sha256,
+        "caption": caption,
+        "error": redact(error) if error else error,
+    }
+
+
+def _current_sha256(image_path: str, roots: Sequence[Path]) -> str | None:
+    """The sha256 of the image file's current bytes; None when it is gone, unreadable or outside
+    the roots (the load then records the error row)."""
     from extractors.images import resolve_image_path
     from pipeline.images import sha256_file
 
     try:
         return sha256_file(resolve_image_path(image_path, roots))
     except (OSError, ValueError):
-        return catalog_sha256  # the load below records the error row
+        return None

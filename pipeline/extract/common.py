@@ -44,6 +44,8 @@ class StageSummary:
     failed: int = 0  # error rows written this run (retried next run)
     retried: int = 0  # items that had an error row before this run and were tried again
     no_input: int = 0  # items with no image / no caption / no text: nothing to compute
+    dropped: int = 0  # of those, items that had a stored result: a null row (reason "no input")
+    # replaces it (with force: every item without input, since force reads nothing stored)
     truncated: int = 0  # embed: inputs cut to the model's max length
     load_seconds: float = 0.0  # imports and model loading
     stage_seconds: float = 0.0  # the work itself
@@ -60,6 +62,7 @@ class StageSummary:
             f"{self.stage}: {self.name} [{self.key}]",
             f"  items {self.items}: computed {self.computed}, skipped (cached) {self.skipped}, "
             f"failed {self.failed} (retried from earlier runs: {self.retried}), no input {self.no_input}"
+            f" (dropped {self.dropped}: stored results whose input is gone)"
             + (f", truncated {self.truncated}" if self.stage == "embed" else ""),
             f"  time: load {self.load_seconds:.1f}s, stage {self.stage_seconds:.1f}s",
         ]

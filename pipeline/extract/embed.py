@@ -40,6 +40,11 @@ from pipeline.extract.common import (
 
 log = logging.getLogger(__name__)
 
+NO_INPUT = {
+    "caption": "no input: the item has no caption now (its image is gone, or captioning failed)",
+    "text": "no input: the item has no text now",
+}
+
 
 def _modality_texts(layout: StoreLayout, items: pa.Table, source: str) -> list[str | None]:
     """Each catalog item's input text for a modality source, aligned with `items` (None: no input)."""
@@ -141,15 +146,21 @@ def _embed_modality(
         "failed": 0,
         "skipped": 0,
         "no_input": 0,
+        "dropped": 0,  # of those, items that had a vector: a null row replaces it
         "truncated": 0,
     }
     before = (summary.computed, summary.failed)
     with store.lock(lock_name(shard)):
+        # with force nothing stored is read (so it works past a damaged part): every item
+        # without input gets its null row
         done, failed_before = ({}, set()) if force else stored_state(store, "input_sha256")
         todo, rows = [], []
         for item_id, text in zip(items.column("item_id").to_pylist(), texts, strict=True):
             if text is None:
                 counts["no_input"] += 1
+                if force or item_id in done:  # its text or caption is gone: its vector must go too
+                    rows.append(_embed_row(item_id, None, None, None, NO_INPUT[source]))
+                    counts["dropped"] += 1
                 continue
             digest = sha256_text(text)
             if done.get(item_id) == digest:
@@ -182,12 +193,13 @@ def _embed_modality(
     counts["failed"] = summary.failed - before[1]
     summary.skipped += counts["skipped"]
     summary.no_input += counts["no_input"]
+    summary.dropped += counts["dropped"]
     summary.truncated += counts["truncated"]
     return counts
 
 
 def _embed_row(
-    item_id: str, digest: str, vector: np.ndarray | None, truncated: bool | None, error: str | None
+    item_id: str, digest: str | None, vector: np.ndarray | None, truncated: bool | None, error: str | None
 ) -> dict[str, Any]:
     return {
         "item_id": item_id,
