@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from extractors.base import CaptionResult, Embedded, stable_key
+from extractors.base import CaptionResult, Embedded, ModelLoadError, stable_key
 from extractors.config import OpenAICaptionConfig, OpenAIEmbedConfig
 from extractors.openai_http import EndpointError, RetryingJsonClient
 from extractors.redact import redact
@@ -146,7 +146,18 @@ class OpenAIEmbedder:
             "base_url": redact(config.base_url),  # never a password in the URL
             "api_key_env": config.api_key_env,  # the variable's name, never its value
         }
-        self.dim: int = config.dimensions or self._request([DIMENSION_PROBE_TEXT], None).shape[1]
+        self.dim: int = config.dimensions or self._probe_dim()
+
+    def _probe_dim(self) -> int:
+        """The vector size the endpoint answers with; ModelLoadError (one line) when it does not answer."""
+        try:
+            return self._request([DIMENSION_PROBE_TEXT], None).shape[1]
+        except EndpointError as error:
+            raise ModelLoadError(
+                f"[embed] the embedding endpoint {redact(self.config.base_url)} (model "
+                f"{self.config.model!r}) did not answer the dimension probe: {' '.join(str(error).split())}. Start the "
+                "server there, or point base_url at one that serves the model, then rerun"
+            ) from None
 
     def prepare(self, text: str) -> tuple[str, bool]:
         """(text sent, whether it was cut to max_input_chars)."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.states import Completed, State
 
+from extractors.base import ModelLoadError
 from extractors.redact import install_log_redaction, redact
 from flows import reports
 from pipeline.config import Config, load_config
@@ -23,12 +24,13 @@ Force = bool | list[str] | str | None
 
 
 class StageFailed(RuntimeError):
-    """A stage stopped on an OSError; the message is one line naming the file and the fix."""
+    """A stage stopped on an OSError or a model that would not load; the message is one line
+    naming the file, model or endpoint and the fix."""
 
 
 def _one_line_errors(function):
-    """Re-raise an OSError of the stage as StageFailed(one line): the task's state message says
-    which file and what to do, without a traceback through the pipeline's internals. The task's
+    """Re-raise an OSError or ModelLoadError of the stage as StageFailed(one line): the task's
+    state message says which file, model or endpoint and what to do, without a traceback through the pipeline's internals. The task's
     logs are redacted (extractors.redact), and so is any exception that leaves it: one whose
     message held a key or URL password leaves as StageFailed with the redacted message."""
 
@@ -39,6 +41,8 @@ def _one_line_errors(function):
             return function(*args, **kwargs)
         except OSError as error:
             raise StageFailed(redact(explain(error))) from None
+        except ModelLoadError as error:  # names the model or endpoint and what to do
+            raise StageFailed(redact(str(error))) from None
         except Exception as error:
             message = redact(str(error))
             if message != str(error):

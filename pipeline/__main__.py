@@ -55,6 +55,7 @@ def _main(argv: list[str] | None) -> int:
     )
     args = parser.parse_args(argv)
 
+    from extractors.base import ModelLoadError
     from pipeline.config import ConfigError, load_config
     from pipeline.errors import explain
 
@@ -83,7 +84,7 @@ def _main(argv: list[str] | None) -> int:
     except KeyError as error:  # str() of a KeyError quotes its message
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
-    except (ConfigError, ValueError) as error:
+    except (ConfigError, ValueError, ModelLoadError) as error:  # each names what to do
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
