@@ -79,20 +79,20 @@ def load_modality(
     """The (n_items, dim) float32 matrix of one modality in catalog order; absent rows get the mean."""
     folder, key = modality_folder(config, modality)
     parts = sorted(folder.glob("part-*.parquet"))
-    if not parts:
+    if not parts and not folder.exists():
         raise StoreError(f"{folder}: no embeddings for modality {modality!r} (run the embed stage)")
+    if not parts:  # the embed stage ran and found nothing to embed
+        raise StoreError(_no_vector_message(config, modality, folder, None, item_ids))
     dim = schemas.embedding_dim(pq.read_schema(parts[-1]))
     store = PartStore(folder, schemas.embeddings(dim))
-    table = store.read(["item_id", "vector"])
-    table = table.filter(pc.is_valid(table.column("vector")))
+    stored = store.read(["item_id", "vector", "error"])
+    table = stored.filter(pc.is_valid(stored.column("vector")))
     rows = codes_in(table.column("item_id"), item_ids)
     known = rows >= 0
     vectors = pc.list_flatten(table.column("vector").combine_chunks()).to_numpy()
     vectors = vectors.reshape(-1, dim)[known].astype(np.float32, copy=False)
     if len(vectors) == 0:
-        raise StoreError(
-            f"{folder}: no usable vector for any catalog item in modality {modality!r}"
-        )
+        raise StoreError(_no_vector_message(config, modality, folder, stored, item_ids))
     matrix = np.empty((len(item_ids), dim), dtype=np.float32)
     has_vector = np.zeros(len(item_ids), dtype=bool)
     matrix[rows[known]] = vectors
@@ -101,6 +101,40 @@ def load_modality(
     matrix[~has_vector] = vectors.mean(axis=0)
     info = ModalityInput(modality, folder, key, dim, store.provenance(), int((~has_vector).sum()))
     return matrix, info
+
+
+def _no_vector_message(
+    config: Config, modality: str, folder: Path, stored: pa.Table | None, item_ids: pa.Array
+) -> str:
+    """Why a modality has no vector for any catalog item: the counts, the first errors, the fix."""
+    source = config.modalities[modality].source
+    errors: list[tuple[str, str]] = []  # (item_id, error) of the catalog's items
+    if stored is not None:
+        in_catalog = stored.filter(pc.is_in(stored.column("item_id"), item_ids))
+        errors = [
+            (item_id, error)
+            for item_id, error in zip(
+                in_catalog.column("item_id").to_pylist(),
+                in_catalog.column("error").to_pylist(),
+                strict=True,
+            )
+            if error is not None
+        ]
+    no_input = [(item, error) for item, error in errors if error.startswith("no input")]
+    failed = [(item, error) for item, error in errors if not error.startswith("no input")]
+    without = len(item_ids) - len(errors)  # never embedded: no input when the embed stage ran
+    from pipeline.extract.embed import first_caption_errors, no_vector_advice
+
+    layout = StoreLayout(config.store)
+    shown = [f"{item}: {error}" for item, error in (failed or no_input)[:3]]
+    if source == "caption" and not failed:  # no caption to embed: why captioning failed
+        shown = first_caption_errors(layout) or shown
+    return (
+        f"{folder}: modality {modality!r} has no usable vector for any of the {len(item_ids)} "
+        f"catalog items: every input was empty or failed ({without + len(no_input)} without "
+        f"{source}, {len(failed)} empty or failed); first errors: {'; '.join(shown) or 'none'}. "
+        + no_vector_advice(layout, modality, source)
+    )
 
 
 def load_inputs(config: Config, with_features: bool = True) -> TrainInputs:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from extractors.config import EmbedConfig, ModalityConfig, default_modalities
 from extractors.redact import redact
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 from pipeline.extract.common import (
     EMBED_PART_ROWS,
+    MAX_ERRORS_SHOWN,
     StageSummary,
     chunks,
     count_outcome,
@@ -61,6 +63,20 @@ def _modality_texts(layout: StoreLayout, items: pa.Table, source: str) -> list[s
         )
     )
     return [by_item.get(item_id) for item_id in items.column("item_id").to_pylist()]
+
+
+def first_caption_errors(layout: StoreLayout, limit: int = 3) -> list[str]:
+    """The first "item_id: error" rows of the current captions: why a caption modality lacks input."""
+    captions = PartStore(layout.captions(current_key(layout.captions_root)), CAPTIONS).read(
+        columns=["error"]
+    )
+    failed = captions.filter(pc.is_valid(captions.column("error"))).slice(0, limit)
+    return [
+        redact(f"{item_id}: {error}")
+        for item_id, error in zip(
+            failed.column("item_id").to_pylist(), failed.column("error").to_pylist(), strict=True
+        )
+    ]
 
 
 def embed_store(
@@ -150,6 +166,13 @@ def _embed_modality(
         "truncated": 0,
     }
     before = (summary.computed, summary.failed)
+    first_errors: list[str] = []  # this modality's, for the warning when none has a vector
+
+    def outcome(item_id: str, error: str | None) -> None:
+        count_outcome(summary, item_id, error)
+        if error is not None and len(first_errors) < MAX_ERRORS_SHOWN:
+            first_errors.append(redact(f"{item_id}: {error}"))
+
     with store.lock(lock_name(shard)):
         # with force nothing stored is read (so it works past a damaged part): every item
         # without input gets its null row
@@ -167,7 +190,7 @@ def _embed_modality(
                 counts["skipped"] += 1
             elif not text.strip():
                 rows.append(_embed_row(item_id, digest, None, None, f"empty {source}"))
-                count_outcome(summary, item_id, f"empty {source}")
+                outcome(item_id, f"empty {source}")
                 summary.retried += item_id in failed_before
             else:
                 todo.append((item_id, digest, text))
@@ -181,7 +204,7 @@ def _embed_modality(
                     entries, _embed_checked(embedder, [text for _, _, text in entries]), strict=True
                 ):
                     rows.append(_embed_row(item_id, digest, vector, truncated, error))
-                    count_outcome(summary, item_id, error)
+                    outcome(item_id, error)
                     counts["truncated"] += bool(truncated)
                 store.append(_embed_table(rows, schema), provenance)
                 rows = []
@@ -195,7 +218,36 @@ def _embed_modality(
     summary.no_input += counts["no_input"]
     summary.dropped += counts["dropped"]
     summary.truncated += counts["truncated"]
+    if items.num_rows and counts["computed"] + counts["skipped"] == 0:
+        if source == "caption" and not first_errors:
+            first_errors = first_caption_errors(layout)  # no caption: why captioning failed
+        summary.warnings.append(_nothing_embedded(layout, modality, source, items.num_rows, counts,
+                                                  first_errors))
     return counts
+
+
+def _nothing_embedded(
+    layout: StoreLayout, modality: str, source: str, n_items: int, counts: dict, first_errors: list
+) -> str:
+    """The warning for a modality none of whose items has a vector: the counts, first errors, the fix."""
+    return (
+        f"modality {modality!r}: every input was empty or failed, so no item has a vector "
+        f"({counts['no_input']} of {n_items} items without {source}, {counts['failed']} empty "
+        f"or failed); first errors: {'; '.join(first_errors) or 'none'}. "
+        f"{no_vector_advice(layout, modality, source)} (training refuses a modality without vectors)"
+    )
+
+
+def no_vector_advice(layout: StoreLayout, modality: str, source: str) -> str:
+    """What to do about a modality without vectors (the embed warning's and the train error's)."""
+    if source == "caption":
+        fix = (
+            "Fix the images or the captioner (the caption stage's errors are in "
+            f"{layout.caption_summary}), then run caption and embed again"
+        )
+    else:
+        fix = "Give the items a text (the dataset's text columns), then run ingest and embed again"
+    return f"{fix}, or remove [modalities.{modality}] from the config"
 
 
 def _embed_row(
