@@ -36,7 +36,7 @@ def _metrics(run: RunFolder) -> dict:
 
 
 @pytest.mark.parametrize(
-    "name", ["metrics", "item_vectors", "user_vectors", "item_ids", "item_encoder", "best_model"]
+    "name", ["metrics", "item_vectors", "item_ids", "item_encoder"]
 )
 def test_train_rebuilds_a_deleted_run_file_with_the_same_metrics(ranked, name):
     config, run = ranked
