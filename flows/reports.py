@@ -5,8 +5,10 @@ Every text an artifact holds goes through extractors.redact first (no key, no UR
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+from prefect import get_run_logger
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -84,18 +86,29 @@ def links(config: Config, run_dir: Path) -> None:
 
 
 class Progress:
-    """A progress artifact that a stage updates as it writes parts (done / total items)."""
+    """A progress artifact that a stage updates as it writes parts (done / total items), and a log
+    line at every tenth of the work or every LOG_SECONDS (what `make demo` streams to the terminal)."""
+
+    LOG_SECONDS = 15.0
 
     def __init__(self, description: str):
         self.description, self.artifact_id = description, None
+        self.logged_at, self.logged_tenth = 0.0, -1
 
     def __enter__(self) -> Progress:
         self.artifact_id = create_progress_artifact(0.0, description=self.description)
+        self.logged_at = time.monotonic()
         return self
 
     def update(self, done: int, total: int) -> None:
-        if self.artifact_id is not None and total:
+        if not total:
+            return
+        if self.artifact_id is not None:
             update_progress_artifact(self.artifact_id, progress=100.0 * done / total)
+        tenth = 10 * done // total
+        if tenth > self.logged_tenth or time.monotonic() - self.logged_at > self.LOG_SECONDS:
+            get_run_logger().info("%s: %d/%d items", self.description, done, total)
+            self.logged_at, self.logged_tenth = time.monotonic(), tenth
 
     def __exit__(self, *exc) -> None:
         if self.artifact_id is not None and exc[0] is None:

@@ -200,16 +200,54 @@ def demo(config_path: Path, force: str | None = None) -> int:
     return 0
 
 
-def _wait(flow_run_id, poll_seconds: float = 3.0):
-    """The flow run once it is in a final state."""
+def _wait(flow_run_id, poll_seconds: float = 2.0, show=print):
+    """The flow run once it is in a final state; meanwhile its log lines, as they arrive (each
+    stage's progress, every training epoch with its valid Recall@20), are shown with their task."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
+        follow = _LogFollower(client, flow_run_id, show)
         while True:
             flow_run = client.read_flow_run(flow_run_id)
+            follow.show_new()
             if flow_run.state is not None and flow_run.state.is_final():
+                follow.show_new()
                 return flow_run
             time.sleep(poll_seconds)
+
+
+class _LogFollower:
+    """Prints the log lines of one flow run (and its task runs) that it has not printed yet."""
+
+    def __init__(self, client, flow_run_id, show) -> None:
+        self.client, self.flow_run_id, self.show = client, flow_run_id, show
+        self.after, self.seen, self.task_names = None, set(), {}
+
+    def show_new(self) -> None:
+        from prefect.client.schemas.filters import (
+            LogFilter,
+            LogFilterFlowRunId,
+            LogFilterTimestamp,
+        )
+        from prefect.client.schemas.sorting import LogSort
+
+        log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[self.flow_run_id]))
+        if self.after is not None:
+            log_filter.timestamp = LogFilterTimestamp(after_=self.after)
+        for log in self.client.read_logs(log_filter=log_filter, sort=LogSort.TIMESTAMP_ASC,
+                                         limit=200):
+            if log.id in self.seen:
+                continue
+            self.seen.add(log.id)
+            self.after = log.timestamp
+            where = self._task_name(log.task_run_id) if log.task_run_id else "flow"
+            for line in str(log.message).splitlines() or [""]:
+                self.show(f"  [{log.timestamp:%H:%M:%S}] {where}: {line}", flush=True)
+
+    def _task_name(self, task_run_id) -> str:
+        if task_run_id not in self.task_names:
+            self.task_names[task_run_id] = self.client.read_task_run(task_run_id).name
+        return self.task_names[task_run_id]
 
 
 def _interrupted(flow_run_id, stop_server: bool) -> None:

@@ -214,3 +214,22 @@ def test_stages_run_by_the_cli_are_skipped_by_the_flow(prefect_api, tmp_path):
     assert task_states(state) == dict.fromkeys(("ingest", "caption", "embed", "train", "rank"),
                                                "Skipped")
     assert state.result() == run_dir
+
+
+def test_the_demo_streams_each_stages_progress_and_every_epoch(prefect_api, tmp_path):
+    """flows.server's wait loop shows the run's log lines: items captioned and embedded out of
+    the total, then every training epoch with its valid Recall@20."""
+    from flows.dag import extract_and_train
+    from flows.server import _wait
+    from tests.support.catalog import make_catalog, write_config
+
+    catalog = make_catalog(tmp_path / "catalog", n_items=12, n_users=8)
+    state = extract_and_train(str(write_config(tmp_path, catalog, name="streamed")),
+                              return_state=True)
+    lines = []
+    _wait(state.state_details.flow_run_id, show=lambda line, **_: lines.append(line))
+    text = "\n".join(lines)
+    assert "Captioning streamed, shard 1/1: 12/12 items" in text
+    assert "Embedding streamed, shard 1/1: 12/12 items" in text
+    assert "valid R@20" in text and "epoch    1" in text
+    assert text.index("Captioning") < text.index("Embedding") < text.index("epoch    1")
