@@ -112,7 +112,7 @@ def main() -> None:
     from pipeline.config import load_config
     from pipeline.report import mean_std_rows, metrics_rows
 
-    runs = training.current_runs(load_config(config_path))
+    runs = [run.path for run in training.current_runs(load_config(config_path))]
     rows = metrics_rows(runs)
     captioner = json.loads((Path(run_dir) / "metrics.json").read_text())["inputs"]["modalities"]
     print("\ncaptions and embeddings made by:")
