@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=["baby", "sports", "clothing"], default="baby")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--feature-dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--feature-dtype", choices=["auto", "float32", "bfloat16"], default="float32")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()

@@ -12,6 +12,7 @@ from torch import nn
 from model.baselines import BPRMF, LightGCN, Popularity
 from model.config import TrainConfig, resolve_mm_weights
 from model.data import RecData
+from model.dtype import run_feature_dtype
 from model.graph import item_item_graph, knn_neighbours, knn_recall, user_item_adjacency
 from model.lirdrec import LIRDRec
 
@@ -61,7 +62,7 @@ def build_model(config: TrainConfig, data: RecData, device: torch.device,
     mm_adjacency = item_item_graph(knn_graphs(config, data, log), weights, data.n_items)
     log(f"item graph: {len(weights)} modalities, k={config.knn_k}, {config.knn_method}, "
         f"{mm_adjacency.values().numel()} edges, {time.perf_counter() - started:.1f}s")
-    dtype = torch.bfloat16 if config.feature_dtype == "bfloat16" else torch.float32
+    dtype = run_feature_dtype(config, device, log).torch_dtype
     features = [_to_device(data.features[name], device, dtype) for name in data.modalities]
     return LIRDRec(data.n_users, features, adjacency.to(device), mm_adjacency.to(device),
                    embedding_size=config.embedding_size, n_ui_layers=config.n_ui_layers,

@@ -43,6 +43,7 @@ from model.checkpoint import (
 )
 from model.config import SELECTION_METRIC, TrainConfig
 from model.data import RecData
+from model.dtype import run_feature_dtype
 from model.metrics import evaluate
 from model.sampling import NegativeSampler
 
@@ -225,6 +226,8 @@ def _final_metrics(config: TrainConfig, data: RecData, run_dir: Path, device: to
             "eval_per_epoch_median": _median([line["eval_seconds"] for line in history]),
         },
         "data_fingerprint": fingerprint, "config": config_dict(config),
+        "feature_dtype_resolved": run_feature_dtype(config, device, log=None).provenance()
+        if config.model == "lirdrec" else None,
     }
 
 
