@@ -44,7 +44,7 @@ from model.checkpoint import (
 from model.config import SELECTION_METRIC, TrainConfig
 from model.data import RecData
 from model.dtype import run_feature_dtype
-from model.metrics import evaluate
+from model.metrics import evaluate, evaluate_splits
 from model.sampling import NegativeSampler
 
 BEST_MODEL_FILE = "best_model.pt"
@@ -183,12 +183,11 @@ def _evaluate_epoch(config: TrainConfig, data: RecData, model: torch.nn.Module,
     tick = _clock(device)
     with torch.no_grad():
         user_vectors, item_vectors = model()
-    valid, _ = evaluate(user_vectors, item_vectors, data.valid, data.train, config.topk,
-                        user_chunk=config.eval_user_chunk)
-    line: dict[str, Any] = {"epoch": epoch, "loss": loss, "valid": valid}
-    if config.eval_test_every_epoch:
-        line["test"], _ = evaluate(user_vectors, item_vectors, data.test, data.train,
-                                   config.topk, user_chunk=config.eval_user_chunk)
+    splits = {"valid": data.valid, **({"test": data.test} if config.eval_test_every_epoch else {})}
+    scored = evaluate_splits(user_vectors, item_vectors, splits, data.train, config.topk,
+                             user_chunk=config.eval_user_chunk)  # one ranking for both
+    line: dict[str, Any] = {"epoch": epoch, "loss": loss,
+                            **{name: metrics for name, (metrics, _) in scored.items()}}
     line["train_seconds"] = round(train_seconds, 4)
     line["eval_seconds"] = round(_clock(device) - tick, 4)
     append_history(history_path, line)
