@@ -25,8 +25,9 @@ The reference's files are never edited: the child applies this compatibility pat
      features saved as image_feat.npy / text_feat.npy;
   4. modules imported but unused on this path (lmdb, PIL, torchvision, matplotlib: raw images and
      the loss plot) are stubs when not installed;
-  5. scipy >= 1.12 dropped dok_matrix._update (dict.update without checks), which the reference
-     uses to build its adjacency: it is put back as the same dict update;
+  5. names that newer libraries dropped are put back as what they were: scipy >= 1.12's
+     dok_matrix._update (a plain dict update; the reference builds its adjacency with it) and
+     numpy >= 1.24's np.float (the builtin float; its metrics use it);
   6. timers around Trainer._train_epoch and Trainer._valid_epoch (valid and test, as ours).
 Usage:
 
@@ -202,11 +203,14 @@ def reference_child(reference_dir: Path, data_root: Path, dataset: str, epochs: 
     os.chdir(src)  # the reference reads configs/ relative to the working directory
     sys.path.insert(0, str(src))
     _stub_unused_modules()
+    import numpy
     import scipy.sparse
     import torch  # noqa: F401  (imported before the reference, as its main.py does)
 
     if not hasattr(scipy.sparse.dok_matrix, "_update"):
         scipy.sparse.dok_matrix._update = lambda self, entries: self._dict.update(entries)
+    if "float" not in numpy.__dict__:
+        numpy.float = float
     from common import trainer
     from utils.quick_start import quick_start
 
