@@ -90,7 +90,7 @@ def main() -> None:
         "gemm_rates_before": rates_before, "gemm_rates_after": rates_after,
         "epoch_flops": flops, "bound_seconds": round(bound, 2),
         "median_over_bound": round(statistics.median(later) / bound, 3),
-        "auto_feature_dtype": auto.provenance(),
+        "auto_feature_dtype": {**auto.provenance(), **auto.measurement()},
     }))
 
 

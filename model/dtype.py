@@ -61,9 +61,12 @@ class FeatureDtype:
         return torch.bfloat16 if self.resolved == "bfloat16" else torch.float32
 
     def provenance(self) -> dict:
-        """JSON-clean record for a run's metrics."""
-        return {"requested": self.requested, "resolved": self.resolved, "reason": self.reason,
-                "rates": asdict(self.rates) if self.rates else None}
+        """What was asked and what ran (JSON; the same for every run of a config on a device)."""
+        return {"requested": self.requested, "resolved": self.resolved}
+
+    def measurement(self) -> dict:
+        """Why, with the measured rates (JSON; timings: they vary from run to run)."""
+        return {"reason": self.reason, "rates": asdict(self.rates) if self.rates else None}
 
 
 def choose_feature_dtype(requested: str, rates: MatmulRates | None, *,

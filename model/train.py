@@ -213,6 +213,8 @@ def _final_metrics(config: TrainConfig, data: RecData, run_dir: Path, device: to
         else ({}, 0)
     best = next(line for line in history if line["epoch"] == best_epoch)
     trained = [line for line in history if line["loss"] is not None]
+    feature_dtype = run_feature_dtype(config, device, log=None) if config.model == "lirdrec" \
+        else None
     return {
         "model": config.model, "best_epoch": best_epoch, "epochs_run": len(trained),
         "valid": best["valid"], "test": test, "test_warm": warm, "test_cold": cold_metrics,
@@ -223,10 +225,10 @@ def _final_metrics(config: TrainConfig, data: RecData, run_dir: Path, device: to
             "build": round(build_seconds, 3),
             "train_per_epoch_median": _median([line["train_seconds"] for line in trained]),
             "eval_per_epoch_median": _median([line["eval_seconds"] for line in history]),
+            "feature_dtype_probe": feature_dtype.measurement() if feature_dtype else None,
         },
         "data_fingerprint": fingerprint, "config": config_dict(config),
-        "feature_dtype_resolved": run_feature_dtype(config, device, log=None).provenance()
-        if config.model == "lirdrec" else None,
+        "feature_dtype_resolved": feature_dtype.provenance() if feature_dtype else None,
     }
 
 
