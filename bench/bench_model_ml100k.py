@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="lirdrec,lightgcn,bpr,pop")
     parser.add_argument("--seeds", default="999,1000,1001")
-    parser.add_argument("--feature-dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--feature-dtype", choices=["auto", "float32", "bfloat16"], default="float32")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench" / "ml100k")
     args = parser.parse_args()

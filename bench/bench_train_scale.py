@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=0, help="default: interactions / 20")
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--feature-dtype", choices=["float32", "bfloat16"], default="bfloat16")
+    parser.add_argument("--feature-dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     parser.add_argument("--nprobe", type=int, default=16)
     args = parser.parse_args()
     n_users = args.users or args.interactions // 20
@@ -75,7 +75,7 @@ def main() -> None:
     model = build_model(config, data, torch.device("cpu"), log=lambda s: print(s, flush=True))
     build = time.perf_counter() - tick
     print(f"model + graphs built in {build:.0f}s; peak RSS {peak_rss_gb():.1f} GB", flush=True)
-    # The model holds its own (bfloat16) feature copies: drop the float32 input matrices.
+    # The model holds its own feature copies when bfloat16 (and shares float32 ones): drop ours.
     train_pairs, valid_pairs, n_items = data.train, data.valid, data.n_items
     del data
 

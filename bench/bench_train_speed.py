@@ -3,7 +3,11 @@
 Reference settings (d 64, 2 UI layers, knn_k 10, batch 2048, image 0.1 / text 0.9), full valid AND
 test evaluation every epoch (as the reference does). Prints the sizes, model+graph build time,
 per-epoch train and eval seconds, the median of epochs 2-4 of train+eval, and peak RSS. One
-dataset per process so that peak RSS is that dataset's. Usage:
+dataset per process so that peak RSS is that dataset's. Also the arithmetic bound: the float32
+GEMM rate of this machine on the epoch's own wide products (measured before and after training;
+the better one counts), the epoch's matmul FLOPs, and each epoch as a multiple of FLOPs / rate;
+the bf16 rate of the same product (on 512 rows) and what feature_dtype = "auto" picks here.
+bench/bench_reference.py runs this beside the reference implementation. Usage:
 
     nice -n 5 python bench/bench_train_speed.py --dataset baby
     nice -n 5 python bench/bench_train_speed.py --dataset clothing --feature-dtype bfloat16
@@ -34,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=["baby", "sports", "clothing"], default="baby")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--feature-dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--feature-dtype", choices=["auto", "float32", "bfloat16"], default="float32")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
@@ -50,7 +54,9 @@ def main() -> None:
     if args.profile:
         profile(config, data)
         return
+    rates_before = wide_gemm_rates(data, config)
 
+    from model.build import resolve_device
     from model.train import train
 
     with tempfile.TemporaryDirectory() as run_dir:
@@ -59,6 +65,21 @@ def main() -> None:
                    for line in (Path(run_dir) / "history.jsonl").read_text().splitlines()]
     per_epoch = [line["train_seconds"] + line["eval_seconds"] for line in history]
     later = per_epoch[1:4] or per_epoch
+    rates_after = wide_gemm_rates(data, config)
+    rate = max(rates_before["float32_gflops"], rates_after["float32_gflops"])
+    flops = epoch_flops(data, config)
+    bound = sum(flops.values()) / (rate * 1e9)
+    wide_bound = flops["wide_train"] / (rate * 1e9)
+    from model.dtype import resolve_feature_dtype
+    auto = resolve_feature_dtype("auto", resolve_device(config.device), log=None)
+    print(f"float32 GEMM on the wide products: {rates_before['float32_gflops']:.1f} GFLOP/s before, "
+          f"{rates_after['float32_gflops']:.1f} after; bf16 {rates_before['bfloat16_gflops']:.2f} "
+          f"GFLOP/s; auto picks {auto.resolved} ({auto.reason})")
+    print("epoch matmul FLOPs: " + ", ".join(f"{k} {v / 1e12:.3f} T" for k, v in flops.items())
+          + f"; bound at {rate:.1f} GFLOP/s: {bound:.1f}s (wide training products only: "
+          f"{wide_bound:.1f}s); epochs train+eval / bound: "
+          + ", ".join(f"{t / bound:.2f}x" for t in per_epoch)
+          + f"; median epochs 2-4 {statistics.median(later) / bound:.2f}x")
     print(json.dumps({
         "dataset": args.dataset, "feature_dtype": args.feature_dtype,
         "build_seconds": result.metrics["seconds"]["build"],
@@ -66,7 +87,54 @@ def main() -> None:
         "eval_seconds_valid_and_test": [line["eval_seconds"] for line in history],
         "median_epochs_2_4_train_plus_eval": round(statistics.median(later), 2),
         "peak_rss_gb": round(peak_rss_gb(), 2),
+        "gemm_rates_before": rates_before, "gemm_rates_after": rates_after,
+        "epoch_flops": flops, "bound_seconds": round(bound, 2),
+        "median_over_bound": round(statistics.median(later) / bound, 3),
+        "auto_feature_dtype": {**auto.provenance(), **auto.measurement()},
     }))
+
+
+def epoch_flops(data, config: TrainConfig) -> dict[str, float]:
+    """The epoch's dense matmul FLOPs: the wide feature products (forward and weight gradient each
+    step, one forward to evaluate) and scoring every evaluated user against every item (valid
+    and test ranked once)."""
+    d, streams = config.embedding_size, len(data.features) + 1
+    steps = -(-len(data.train) // config.batch_size)
+    wide = sum(2 * data.n_items * x.shape[1] * 8 * d for x in data.features.values())  # forward
+    users = len(set(data.valid[:, 0]) | set(data.test[:, 0]))
+    return {"wide_train": 2 * wide * steps, "wide_eval": wide,
+            "scoring": 2 * users * data.n_items * streams * d}
+
+
+def wide_gemm_rates(data, config: TrainConfig) -> dict[str, float]:
+    """GFLOP/s of the epoch's own wide products: x (I, D_m) times W^T (D_m, 8d) and the weight
+    gradient G^T (8d, I) times x, float32 (best of 3); bf16 on the first 512 rows (emulated bf16
+    is ~100x slower: the full product would take half a minute)."""
+    width = 8 * config.embedding_size
+    generator = torch.Generator().manual_seed(0)
+    seconds, flops = 0.0, 0.0
+    for x in data.features.values():
+        x = torch.from_numpy(x)
+        weight = torch.randn(width, x.shape[1], generator=generator)
+        grad = torch.randn(x.shape[0], width, generator=generator)
+        seconds += _best_of(3, lambda x=x, w=weight: x @ w.T)
+        seconds += _best_of(3, lambda x=x, g=grad: g.T @ x)
+        flops += 2 * 2 * x.shape[0] * x.shape[1] * width
+    x = torch.from_numpy(next(iter(data.features.values()))[:512]).bfloat16()
+    weight = torch.randn(width, x.shape[1], generator=generator).bfloat16()
+    bf16 = _best_of(1, lambda: x @ weight.T)
+    return {"float32_gflops": round(flops / seconds / 1e9, 2),
+            "bfloat16_gflops": round(2 * x.shape[0] * x.shape[1] * width / bf16 / 1e9, 3)}
+
+
+def _best_of(repeats: int, run) -> float:
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        tick = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - tick)
+    return best
 
 
 def profile(config: TrainConfig, data) -> None:
@@ -102,7 +170,9 @@ def profile(config: TrainConfig, data) -> None:
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(3):
             step()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
+    print(prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=32,
+        max_shapes_column_width=48))
 
 
 if __name__ == "__main__":

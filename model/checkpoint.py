@@ -13,6 +13,32 @@ from model.run import config_dict, read_torch
 EXECUTION_FIELDS = ("device", "num_threads", "eval_user_chunk", "eval_test_every_epoch")
 
 
+def run_identity(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
+    """What names a run (its folder's hash) and what a resumed checkpoint must match: the config
+    with `feature_dtype` as it runs on this machine ("auto" resolved; "float32" for ID-only models,
+    which have no features) and `feature_dtype_force` left out while false. So runs made before
+    these two settings existed keep their folder names."""
+    from model.registry import uses_features
+
+    values = config_dict(config) if isinstance(config, TrainConfig) else dict(config)
+    if "model" not in values:
+        return values
+    if values.get("feature_dtype_force") is False:
+        values.pop("feature_dtype_force")
+    if not uses_features(values["model"]):
+        values["feature_dtype"] = "float32"
+    elif values.get("feature_dtype") == "auto":
+        import torch
+
+        from model.build import resolve_device
+        from model.dtype import resolve_feature_dtype
+
+        device = resolve_device(values.get("device", "auto"))
+        values["feature_dtype"] = resolve_feature_dtype("auto", torch.device(device),
+                                                        log=None).resolved
+    return values
+
+
 def load_checkpoint(path: Path, config: TrainConfig, fingerprint: str) -> dict[str, Any]:
     """The checkpoint at `path`, refused when it came from another config or other data."""
     state = read_torch(path)
@@ -20,7 +46,7 @@ def load_checkpoint(path: Path, config: TrainConfig, fingerprint: str) -> dict[s
         raise ValueError(f"{path}: checkpoint was trained on different data (fingerprint "
                          f"{state.get('data_fingerprint')} != {fingerprint}); use a new run "
                          f"folder or resume=False")
-    saved, current = state.get("config", {}), config_dict(config)
+    saved, current = run_identity(state.get("config", {})), run_identity(config)
     changed = sorted(name for name in set(saved) | set(current)
                      if name not in EXECUTION_FIELDS and saved.get(name) != current.get(name))
     if changed:

@@ -9,7 +9,7 @@ from typing import Any
 from model.registry import MODELS
 
 KNN_METHODS = ("exact", "ivf", "hnsw")
-FEATURE_DTYPES = ("float32", "bfloat16")
+FEATURE_DTYPES = ("auto", "float32", "bfloat16")  # model/dtype.py resolves "auto"
 SELECTION_METRIC = "recall@20"  # early stopping and search both select on VALID Recall@20
 
 
@@ -47,7 +47,11 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda when present) | "cpu" | "cuda" | "cuda:N"
     eval_user_chunk: int = 0  # users scored at once; 0 = auto (score block <= 2**24 floats)
     topk: tuple[int, ...] = (5, 10, 20, 50)  # cut-offs of every metric; must contain 20
-    feature_dtype: str = "float32"  # "bfloat16" runs the feature matmuls in bf16 (faster, ~same)
+    # dtype of the wide feature products: "auto" = bfloat16 where a start-up micro-benchmark finds
+    # it native (faster than float32), else float32; an emulated "bfloat16" is refused unless
+    # feature_dtype_force (model/dtype.py)
+    feature_dtype: str = "auto"
+    feature_dtype_force: bool = False
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     eval_test_every_epoch: bool = False  # also score test each epoch into history (costly)
 
@@ -55,6 +59,9 @@ class TrainConfig:
         _one_of("model", self.model, tuple(MODELS))
         _one_of("knn_method", self.knn_method, KNN_METHODS)
         _one_of("feature_dtype", self.feature_dtype, FEATURE_DTYPES)
+        if not isinstance(self.feature_dtype_force, bool):
+            raise ValueError(f"train.feature_dtype_force: expected true or false, "
+                             f"got {self.feature_dtype_force!r}")
         for name in ("embedding_size", "knn_k", "knn_chunk", "knn_nprobe", "knn_hnsw_m",
                      "knn_ef_search", "batch_size", "epochs"):
             _at_least(f"train.{name}", getattr(self, name), 1)

@@ -143,6 +143,7 @@ class LIRDRec(nn.Module):
         """The graphs built from `data` (SPEC section 5), the features on `device` in
         `config.feature_dtype`; `model.neighbours` keeps each modality's (I, k) kNN lists."""
         from model.config import resolve_mm_weights
+        from model.dtype import run_feature_dtype
 
         weights = resolve_mm_weights(config, data.modalities)
         started = time.perf_counter()
@@ -150,7 +151,7 @@ class LIRDRec(nn.Module):
         mm_adjacency = item_item_graph(neighbours, weights, data.n_items)
         log(f"item graph: {len(weights)} modalities, k={config.knn_k}, {config.knn_method}, "
             f"{mm_adjacency.values().numel()} edges, {time.perf_counter() - started:.1f}s")
-        dtype = torch.bfloat16 if config.feature_dtype == "bfloat16" else torch.float32
+        dtype = run_feature_dtype(config, device, log).torch_dtype
         # torch.from_numpy shares memory: float32 features on the CPU are not copied.
         features = [torch.from_numpy(data.features[name]).to(device=device, dtype=dtype)
                     for name in data.modalities]
@@ -166,7 +167,7 @@ class LIRDRec(nn.Module):
     def encoder_only(cls, config: TrainConfig, n_users: int, feature_dims: list[int]) -> LIRDRec:
         """The model without a catalog (no features, empty graphs): load a run's best weights
         into it to encode new items' features (model/encode.py)."""
-        dtype = torch.bfloat16 if config.feature_dtype == "bfloat16" else torch.float32
+        dtype = torch.float32  # a few new items: no need for the training dtype's speed
 
         def empty_graph(size: int) -> torch.Tensor:
             with warnings.catch_warnings():  # "CSR support is in beta"

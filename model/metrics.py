@@ -55,12 +55,29 @@ def evaluate(
     are (N, 2) [user_index, item_index]; `candidate_items` restricts the ranking to those items
     (held-out pairs on other items are dropped first).
     """
+    return evaluate_splits(user_vectors, item_vectors, {"held_out": held_out}, train, ks,
+                           user_chunk=user_chunk, candidate_items=candidate_items)["held_out"]
+
+
+def evaluate_splits(
+    user_vectors: torch.Tensor,
+    item_vectors: torch.Tensor,
+    held_outs: dict[str, np.ndarray],
+    train: np.ndarray,
+    ks: tuple[int, ...],
+    *,
+    user_chunk: int = 0,
+    candidate_items: np.ndarray | None = None,
+) -> dict[str, tuple[dict[str, float], int]]:
+    """`evaluate` for several held-out sets at once (valid and test): a user's ranking (all
+    candidates, training items masked) does not depend on the held-out set, so each user is
+    scored and ranked once, and every set counts its hits in that one top-K."""
     n_items = item_vectors.shape[0]
     device = item_vectors.device
     if candidate_items is not None:
         is_candidate = np.zeros(n_items, dtype=bool)
         is_candidate[candidate_items] = True
-        held_out = held_out[is_candidate[held_out[:, 1]]]
+        held_outs = {name: pairs[is_candidate[pairs[:, 1]]] for name, pairs in held_outs.items()}
         train = train[is_candidate[train[:, 1]]]
         column_of_item = np.full(n_items, -1, dtype=np.int64)
         column_of_item[candidate_items] = np.arange(len(candidate_items))
@@ -69,11 +86,19 @@ def evaluate(
         column_of_item = np.arange(n_items, dtype=np.int64)
         candidate_vectors = item_vectors
     n_columns = candidate_vectors.shape[0]
-    if len(held_out) == 0 or n_columns == 0:
-        return {}, 0
+    results: dict[str, tuple[dict[str, float], int]] = {name: ({}, 0) for name in held_outs}
+    held_outs = {name: pairs for name, pairs in held_outs.items() if len(pairs)}
+    if not held_outs or n_columns == 0:
+        return results
 
-    users, n_held_out = np.unique(held_out[:, 0], return_counts=True)  # (U_eval,)
-    held_keys = torch.as_tensor(np.sort(held_out[:, 0] * n_items + held_out[:, 1]), device=device)
+    users = np.unique(np.concatenate([pairs[:, 0] for pairs in held_outs.values()]))  # (U_eval,)
+    n_held_out, held_keys = {}, {}
+    for name, pairs in held_outs.items():  # per set: (U_eval,) held-out counts, sorted keys
+        set_users, counts = np.unique(pairs[:, 0], return_counts=True)
+        n_held_out[name] = np.zeros(len(users), dtype=np.int64)
+        n_held_out[name][np.searchsorted(users, set_users)] = counts
+        held_keys[name] = torch.as_tensor(np.sort(pairs[:, 0] * n_items + pairs[:, 1]),
+                                          device=device)
     train = train[np.argsort(train[:, 0], kind="stable")]
     train_start = np.searchsorted(train[:, 0], users, side="left")
     train_end = np.searchsorted(train[:, 0], users, side="right")
@@ -82,7 +107,7 @@ def evaluate(
     candidates = torch.as_tensor(candidate_items if candidate_items is not None
                                  else np.arange(n_items), device=device)
 
-    sums: dict[str, float] = {}
+    sums: dict[str, dict[str, float]] = {name: {} for name in held_outs}
     for start in range(0, len(users), chunk):
         chunk_users = users[start:start + chunk]  # (C,)
         user_index = torch.as_tensor(chunk_users, device=device)
@@ -93,11 +118,16 @@ def evaluate(
             = -torch.inf
         top_columns = torch.topk(scores, k_max, dim=1).indices  # (C, k_max)
         top_keys = user_index[:, None] * n_items + candidates[top_columns]  # (C, k_max)
-        found = torch.searchsorted(held_keys, top_keys).clamp_(max=len(held_keys) - 1)
-        hits = (held_keys[found] == top_keys).cpu().numpy()  # (C, k_max) bool
-        for name, value in metrics_from_hits(hits, n_held_out[start:start + chunk], ks).items():
-            sums[name] = sums.get(name, 0.0) + value
-    return {name: value / len(users) for name, value in sums.items()}, len(users)
+        for name, keys in held_keys.items():
+            counts = n_held_out[name][start:start + chunk]
+            found = torch.searchsorted(keys, top_keys).clamp_(max=len(keys) - 1)
+            hits = (keys[found] == top_keys).cpu().numpy()[counts > 0]  # (C_set, k_max) bool
+            for metric, value in metrics_from_hits(hits, counts[counts > 0], ks).items():
+                sums[name][metric] = sums[name].get(metric, 0.0) + value
+    for name in held_outs:
+        n_users = int((n_held_out[name] > 0).sum())
+        results[name] = {metric: value / n_users for metric, value in sums[name].items()}, n_users
+    return results
 
 
 def _train_mask(train: np.ndarray, starts: np.ndarray, ends: np.ndarray,

@@ -31,7 +31,9 @@ from model.build import build_model, resolve_device
 from model.checkpoint import load_checkpoint
 from model.config import SELECTION_METRIC, TrainConfig
 from model.data import RecData
-from model.metrics import evaluate
+from model.dtype import run_feature_dtype
+from model.metrics import evaluate, evaluate_splits
+from model.registry import uses_features
 from model.run import RunFolder, config_dict, read_torch, write_json, write_npz, write_torch
 from model.sampling import NegativeSampler
 
@@ -165,12 +167,11 @@ def _evaluate_epoch(config: TrainConfig, data: RecData, model: torch.nn.Module,
     tick = _clock(device)
     with torch.no_grad():
         user_vectors, item_vectors = model()
-    valid, _ = evaluate(user_vectors, item_vectors, data.valid, data.train, config.topk,
-                        user_chunk=config.eval_user_chunk)
-    line: dict[str, Any] = {"epoch": epoch, "loss": loss, "valid": valid}
-    if config.eval_test_every_epoch:
-        line["test"], _ = evaluate(user_vectors, item_vectors, data.test, data.train,
-                                   config.topk, user_chunk=config.eval_user_chunk)
+    splits = {"valid": data.valid, **({"test": data.test} if config.eval_test_every_epoch else {})}
+    scored = evaluate_splits(user_vectors, item_vectors, splits, data.train, config.topk,
+                             user_chunk=config.eval_user_chunk)  # one ranking for both
+    line: dict[str, Any] = {"epoch": epoch, "loss": loss,
+                            **{name: metrics for name, (metrics, _) in scored.items()}}
     line["train_seconds"] = round(train_seconds, 4)
     line["eval_seconds"] = round(_clock(device) - tick, 4)
     run.append_history(line)
@@ -204,6 +205,8 @@ def _final_metrics(config: TrainConfig, data: RecData, run: RunFolder, device: t
         else ({}, 0)
     best = next(line for line in history if line["epoch"] == best_epoch)
     trained = [line for line in history if line["loss"] is not None]
+    feature_dtype = run_feature_dtype(config, device, log=None) \
+        if uses_features(config.model) else None
     return {
         "model": config.model, "best_epoch": best_epoch, "epochs_run": len(trained),
         "valid": best["valid"], "test": test, "test_warm": warm, "test_cold": cold_metrics,
@@ -214,8 +217,10 @@ def _final_metrics(config: TrainConfig, data: RecData, run: RunFolder, device: t
             "build": round(build_seconds, 3),
             "train_per_epoch_median": _median([line["train_seconds"] for line in trained]),
             "eval_per_epoch_median": _median([line["eval_seconds"] for line in history]),
+            "feature_dtype_probe": feature_dtype.measurement() if feature_dtype else None,
         },
         "data_fingerprint": fingerprint, "config": config_dict(config),
+        "feature_dtype_resolved": feature_dtype.provenance() if feature_dtype else None,
     }
 
 

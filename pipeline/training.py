@@ -177,7 +177,9 @@ def load_inputs(config: Config, with_features: bool = True) -> TrainInputs:
 
 def run_folder(config: Config, train_config: TrainConfig, inputs: TrainInputs) -> RunFolder:
     """`runs/<model>-<hash of the train config and the inputs>`: the same inputs resume the same run."""
-    payload = json.dumps(dataclasses.asdict(train_config), sort_keys=True, default=str)
+    from model.checkpoint import run_identity
+
+    payload = json.dumps(run_identity(train_config), sort_keys=True, default=str)
     digest = hashlib.blake2b((payload + inputs.fingerprint()).encode(), digest_size=6).hexdigest()
     return StoreLayout(config.store).run(f"{train_config.model}-{digest}")
 
