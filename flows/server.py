@@ -211,7 +211,12 @@ def _wait(flow_run_id, poll_seconds: float = 2.0, show=print):
             flow_run = client.read_flow_run(flow_run_id)
             follow.show_new()
             if flow_run.state is not None and flow_run.state.is_final():
-                follow.show_new()
+                # the run's last log lines may still be on their way to the server: read until
+                # three polls in a row bring nothing new (at most ~15 s)
+                quiet, deadline = 0, time.monotonic() + 15
+                while quiet < 3 and time.monotonic() < deadline:
+                    time.sleep(1.0)
+                    quiet = quiet + 1 if follow.show_new() == 0 else 0
                 return flow_run
             time.sleep(poll_seconds)
 
@@ -223,7 +228,8 @@ class _LogFollower:
         self.client, self.flow_run_id, self.show = client, flow_run_id, show
         self.after, self.seen, self.task_names = None, set(), {}
 
-    def show_new(self) -> None:
+    def show_new(self) -> int:
+        """Print the lines not printed yet; how many there were."""
         from prefect.client.schemas.filters import (
             LogFilter,
             LogFilterFlowRunId,
@@ -234,15 +240,18 @@ class _LogFollower:
         log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[self.flow_run_id]))
         if self.after is not None:
             log_filter.timestamp = LogFilterTimestamp(after_=self.after)
+        shown = 0
         for log in self.client.read_logs(log_filter=log_filter, sort=LogSort.TIMESTAMP_ASC,
                                          limit=200):
             if log.id in self.seen:
                 continue
+            shown += 1
             self.seen.add(log.id)
             self.after = log.timestamp
             where = self._task_name(log.task_run_id) if log.task_run_id else "flow"
             for line in str(log.message).splitlines() or [""]:
                 self.show(f"  [{log.timestamp:%H:%M:%S}] {where}: {line}", flush=True)
+        return shown
 
     def _task_name(self, task_run_id) -> str:
         if task_run_id not in self.task_names:
