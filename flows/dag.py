@@ -127,6 +127,18 @@ def rank_task(config_path: str, run_dir: str, force: bool = False):
     return _finish(result, value=str(run_dir))
 
 
+@task(name="study")
+@_one_line_errors
+def study_task(config_path: str):
+    from pipeline.stages import study_stage
+
+    config = load_config(config_path)
+    with reports.StudyProgress(config) as progress:
+        result = study_stage(config, log=get_run_logger().info, on_job=progress.update)
+    reports.study(config, result.run_dir)
+    return _finish(result, value=str(result.run_dir))
+
+
 def _value(result):
     # A task that returns a State (to be named "Skipped") hands the caller that State: unwrap it.
     return result.result() if isinstance(result, State) else result
@@ -203,6 +215,18 @@ def extract_and_train(config: str, force: Force = None) -> str:
     return run_dir
 
 
+@flow(name="study")
+def study_flow(config: str, force: Force = None) -> str:
+    """Ingest, caption, embed, then the config's [study]; returns the study folder."""
+    forced = parse_force(force)
+    settings = _config(config)
+    if settings.study is None:
+        raise ValueError(f"{settings.source}: no [study] section; add one (README, Studies)")
+    ingest_task(config, force="ingest" in forced)
+    _extract(config, forced)
+    return _value(study_task(config))
+
+
 FLOWS = (
     ingest_flow,
     caption_flow,
@@ -211,4 +235,5 @@ FLOWS = (
     train_flow,
     rank_flow,
     extract_and_train,
+    study_flow,
 )

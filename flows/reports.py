@@ -113,3 +113,52 @@ class Progress:
     def __exit__(self, *exc) -> None:
         if self.artifact_id is not None and exc[0] is None:
             update_progress_artifact(self.artifact_id, progress=100.0)
+
+
+def study(config: Config, folder: Path) -> None:
+    """The study's table (one row per regime and arm) and its plots, inlined as data: URIs."""
+    import base64
+    import json
+
+    from pipeline.study import StudyLayout, table_rows
+
+    layout = StudyLayout(folder)
+    summary = json.loads(layout.summary.read_text())
+    create_table_artifact(
+        redact_value(table_rows(summary)), key=_key(config, "study"),
+        description="Study: mean ± std over seeds; Δ and Wilcoxon p vs the best ID-only arm "
+                    "(chosen on valid NDCG@20)",
+    )
+    images = []
+    for name, title in (("regimes", "Recall@20 and NDCG@20 against the train fraction"),
+                        ("ablation", "Modality and extractor ablation")):
+        path = layout.plot(name)
+        if path.exists():
+            data = base64.b64encode(path.read_bytes()).decode()
+            images.append(f"### {title}\n\n![{name}](data:image/png;base64,{data})\n")
+    create_markdown_artifact(
+        "\n".join(images) + "\n" + layout.markdown.read_text(), key=_key(config, "study-plots"),
+        description=f"Study plots and table ({folder})",
+    )
+
+
+class StudyProgress:
+    """The study's progress artifact: runs done out of all (arm x regime x seed), and a log line
+    per run naming the arm, regime and seed (each epoch is logged by the trainer)."""
+
+    def __init__(self, config: Config):
+        self.description = f"Study {config.name}: runs done"
+        self.artifact_id = None
+
+    def __enter__(self) -> StudyProgress:
+        self.artifact_id = create_progress_artifact(0.0, description=self.description)
+        return self
+
+    def update(self, done: int, total: int, job) -> None:
+        if self.artifact_id is not None and total:
+            update_progress_artifact(self.artifact_id, progress=100.0 * done / total)
+        if done < total:
+            get_run_logger().info("study: %d/%d runs done; now %s", done, total, job.describe())
+
+    def __exit__(self, *exc) -> None:
+        pass

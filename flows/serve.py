@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flows.dag import FLOWS, caption_flow, embed_flow, extract_and_train, extract_flow
+from flows.dag import FLOWS, caption_flow, embed_flow, extract_and_train, extract_flow, study_flow
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.errors import explain
 
-FAN_OUT_FLOWS = (caption_flow, embed_flow, extract_flow, extract_and_train)
+FAN_OUT_FLOWS = (caption_flow, embed_flow, extract_flow, extract_and_train, study_flow)
 
 
 def task_runner(config: Config):
@@ -35,11 +35,14 @@ def task_runner(config: Config):
 
 
 def deployments(config_path: Path) -> list:
-    """One deployment per flow for this config, with the config's path as the default parameter."""
+    """One deployment per flow for this config, with the config's path as the default parameter
+    (`study/<name>` only for a config with a [study] section)."""
     config = load_config(config_path)
     runner = task_runner(config)
     out = []
     for flow in FLOWS:
+        if flow is study_flow and config.study is None:
+            continue
         if runner is not None and flow in FAN_OUT_FLOWS:
             flow = flow.with_options(task_runner=runner)
         out.append(flow.to_deployment(name=config.name, parameters={"config": str(config.source)}))

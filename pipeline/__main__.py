@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-STAGES = ("ingest", "caption", "embed", "train", "rank", "all")
+STAGES = ("ingest", "caption", "embed", "train", "rank", "all", "study")
 
 
 def _positive_int(text: str) -> int:
@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for stage in ("ingest", "caption", "embed", "train", "all"):
-        sub = commands.add_parser(stage, help=f"run the {stage} stage" if stage != "all" else "every stage in turn")
+    helps = {"all": "every stage in turn",
+             "study": "ingest, caption and embed, then the config's [study] (arms x regimes x seeds)"}
+    for stage in ("ingest", "caption", "embed", "train", "all", "study"):
+        sub = commands.add_parser(stage, help=helps.get(stage, f"run the {stage} stage"))
         sub.add_argument("--config", required=True, type=Path, help="the run's TOML config")
         sub.add_argument("--force", action="store_true", help="recompute even what is up to date")
         if stage == "train":
@@ -75,7 +77,9 @@ def _main(argv: list[str] | None) -> int:
             run_stages(["rank"], run_config(args.run), force=args.force, run_dir=args.run)
         else:
             config = load_config(args.config)
-            stages = list(STAGES[:-1]) if args.command == "all" else [args.command]
+            stages = {"all": ["ingest", "caption", "embed", "train"],
+                      "study": ["ingest", "caption", "embed", "study"]}.get(args.command,
+                                                                           [args.command])
             run_stages(stages, config, force=getattr(args, "force", False),
                        fresh=getattr(args, "fresh", False), search=getattr(args, "search", False))
     except OSError as error:
@@ -110,6 +114,8 @@ def run_stages(names: list[str], config, *, force: bool = False, fresh: bool = F
         elif name == "train":
             result = stages.train_stage(config, force=force or fresh, search=search)
             run_dir = result.run_dir
+        elif name == "study":
+            result = stages.study_stage(config)
         else:
             result = stages.rank_stage(config, run_dir, force=force)
         print(result)

@@ -36,6 +36,7 @@ from extractors.config import (
 )
 from extractors.redact import register_key_variable, register_url
 from model.config import SearchConfig, TrainConfig
+from model.registry import MODELS
 
 
 class ConfigError(ValueError):
@@ -181,6 +182,69 @@ class CompareConfig(_Section):
         return [dataclasses.replace(model, seed=seed) for model in models for seed in seeds]
 
 
+STUDY_MODELS = ("lirdrec", "ease", "lightgcn", "bpr", "pop", "content_knn")
+_SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class StudyConfig(_Section):
+    """A study: arms x train fractions x seeds, each arm tuned on valid or run at fixed settings,
+    every arm against the best ID-only arm of its regime (pipeline/study.py)."""
+
+    # model arms, each with every modality (feature models) or none (ID-only models)
+    models: list[str] = Field(default_factory=lambda: [m for m in STUDY_MODELS if m in MODELS])
+    # LIRDRec on feature subsets; None = each modality alone (all of them together is the
+    # "lirdrec" model arm); [] = no subset arms
+    modality_subsets: list[list[str]] | None = None
+    # LIRDRec with another captioner (name -> a [caption] table): its captions, embeddings of them
+    caption_variants: dict[str, CaptionConfig] = Field(default_factory=dict)
+    # LIRDRec with another text embedder (name -> an [embed] table) for every text modality
+    embedder_variants: dict[str, EmbedConfig] = Field(default_factory=dict)
+    train_fractions: list[float] = Field(default_factory=lambda: [1.0, 0.2, 0.1])  # in (0, 1]
+    seeds: list[int] = Field(default_factory=lambda: [999, 1000, 1001])
+    overrides: dict[str, TrainOverrides] = Field(default_factory=dict)  # model -> [train] fields
+    max_epochs: int = Field(0, ge=0)  # every run's epochs at most; 0 = the arm's own `epochs`
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: list[str]) -> list[str]:
+        unknown = [m for m in models if m not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown model(s) {unknown}; expected any of {list(MODELS)}")
+        if len(set(models)) != len(models):
+            raise ValueError(f"a model is listed twice: {models}")
+        return models
+
+    @field_validator("train_fractions")
+    @classmethod
+    def _fractions(cls, fractions: list[float]) -> list[float]:
+        if not fractions:
+            raise ValueError("at least one train fraction is needed (1.0: all the data)")
+        bad = [f for f in fractions if not 0.0 < f <= 1.0]
+        if bad:
+            raise ValueError(f"train fractions must lie in (0, 1], got {bad}")
+        if len(set(fractions)) != len(fractions):
+            raise ValueError(f"a train fraction is listed twice: {fractions}")
+        return fractions
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"expected one or more distinct seeds, got {seeds}")
+        return seeds
+
+    @field_validator("caption_variants", "embedder_variants")
+    @classmethod
+    def _variant_names(cls, variants: dict) -> dict:
+        import re
+
+        for name in variants:
+            if not re.match(_SAFE_NAME, name):
+                raise ValueError(f"variant name {name!r} may hold only letters, digits, "
+                                 "'.', '_' and '-'")
+        return variants
+
+
 Dataset = Annotated[MovieLensDataset | MMRecDataset | GenericDataset, Field(discriminator="kind")]
 
 
@@ -199,6 +263,7 @@ class Config(_Section):
     rank: RankConfig = RankConfig()
     compare: CompareConfig = CompareConfig()
     scale: ScaleConfig = ScaleConfig()
+    study: StudyConfig | None = None  # `python -m pipeline study`, the study flow
     source: Path | None = None  # the file this config was loaded from (set by load_config)
 
     @model_validator(mode="after")
@@ -224,6 +289,33 @@ class Config(_Section):
                         f"grid.{name}[{index}] = {value!r}: {problem['msg']}"
                     ) from None
         return search
+
+    @model_validator(mode="after")
+    def _study_fits_the_config(self) -> Config:
+        study = self.study
+        if study is None:
+            return self
+        if not study.models and not study.modality_subsets and not study.caption_variants \
+                and not study.embedder_variants:
+            raise ValueError("study: no arm: list models, modality_subsets or variants")
+        for index, subset in enumerate(study.modality_subsets or []):
+            unknown = sorted(set(subset) - set(self.modalities))
+            if not subset or unknown:
+                raise ValueError(f"study.modality_subsets[{index}] = {subset}: "
+                                 + (f"unknown modality {unknown}" if subset else "empty")
+                                 + f"; the config's modalities are {sorted(self.modalities)}")
+        unknown = sorted(set(study.overrides) - set(MODELS))
+        if unknown:
+            raise ValueError(f"study.overrides: unknown model(s) {unknown}")
+        for model, fields in study.overrides.items():
+            try:
+                dataclasses.replace(self.train, **{"model": model, **fields})
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"study.overrides.{model}: {error}") from None
+        if study.caption_variants and not any(m.source == "caption"
+                                              for m in self.modalities.values()):
+            raise ValueError("study.caption_variants: no modality has source = \"caption\"")
+        return self
 
     @field_validator("modalities")
     @classmethod

@@ -94,6 +94,26 @@ CANDIDATES = pa.schema(
 )
 
 
+# A study's results (pipeline/study.py): one row per arm, regime, seed, split, metric and cut-off.
+STUDY = pa.schema(
+    [
+        pa.field("arm", pa.string(), nullable=False),  # "lirdrec", "ease", "lirdrec[text]", ...
+        pa.field("kind", pa.string(), nullable=False),  # model | modalities | caption | embedder
+        pa.field("id_only", pa.bool_(), nullable=False),  # reads no item feature
+        pa.field("regime", pa.float64(), nullable=False),  # the train fraction
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),  # valid | test | test_warm | test_cold
+        pa.field("metric", pa.string(), nullable=False),  # recall | ndcg | precision | map
+        pa.field("k", pa.int32(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("best_epoch", pa.int32(), nullable=False),
+        pa.field("seconds", pa.float64()),  # the run's wall time (null: reused from before)
+        pa.field("settings", pa.string(), nullable=False),  # the run's [train] as JSON
+        pa.field("run_dir", pa.string(), nullable=False),
+    ]
+)
+
+
 def with_provenance(schema: pa.Schema, provenance: dict) -> pa.Schema:
     """The schema with `provenance` (model id, revision, prompt, dim, code version...) as JSON metadata."""
     metadata = dict(schema.metadata or {})

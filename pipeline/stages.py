@@ -188,3 +188,26 @@ def rank_stage(config: Config, run_dir: Path, force: bool = False) -> StageResul
                            run.path)
     summary = rank(run.path, StoreLayout(config.store).interactions, config.rank)
     return StageResult("rank", True, summary, run.path)
+
+
+def study_stage(
+    config: Config,
+    log: Callable[[str], None] = print,
+    on_job: Callable[[int, int, object], None] | None = None,
+) -> StageResult:
+    """The config's [study]: every (arm, regime, seed) run not finished yet, then its table and
+    plots (pipeline/study.py); `ran` is False when every run was reused."""
+    from pipeline.study import run_study, study_layout
+
+    trained = []
+
+    def counting(line: str) -> None:
+        if line.startswith("study ") and "finished earlier" not in line and " -> " in line:
+            trained.append(line)
+        log(line)
+
+    summary = run_study(config, log=counting, on_job=on_job)
+    layout = study_layout(config)
+    text = f"{layout.markdown.read_text()}study folder: {layout.root}"
+    return StageResult("study", bool(trained), text, run_dir=layout.root,
+                       runs=[Path(p) for p in summary.run_dirs])

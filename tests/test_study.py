@@ -1,0 +1,65 @@
+"""Studies: the regimes' subsamples, the arms, the config's bad inputs, and a tiny study end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.config import ConfigError, load_config
+from pipeline.study import plan_arms, subsample_train
+from tests.support.catalog import make_catalog, write_config
+
+
+def _pairs(counts: list[int]) -> np.ndarray:
+    rows = [(user, item) for user, n in enumerate(counts) for item in range(n)]
+    return np.array(rows, dtype=np.int64)
+
+
+def test_each_user_keeps_max_1_round_f_n_of_its_pairs():
+    train = _pairs([10, 3, 1, 7])
+    kept = subsample_train(train, 0.2, seed=5)
+    counts = np.bincount(kept[:, 0], minlength=4)
+    assert counts.tolist() == [2, 1, 1, 1]  # round(2.0), max(1, round(0.6)), max(1, .2), round(1.4)
+    keys = set(map(tuple, train.tolist()))
+    assert set(map(tuple, kept.tolist())) <= keys  # a subset, in the original order
+    assert (np.diff(kept[:, 0] * 100 + kept[:, 1]) > 0).all()
+
+
+def test_the_subsample_is_one_per_regime_and_seed():
+    train = _pairs([40] * 30)
+    first = subsample_train(train, 0.5, seed=1)
+    assert np.array_equal(first, subsample_train(train, 0.5, seed=1))  # shared by every arm
+    assert not np.array_equal(first, subsample_train(train, 0.5, seed=2))
+    assert np.array_equal(subsample_train(train, 1.0, seed=3), train)
+    assert len(subsample_train(train, 0.1, seed=1)) == 30 * 4
+
+
+def _config(tmp_path, study: str):
+    catalog = make_catalog(tmp_path / "catalog", n_items=12, n_users=8)
+    path = write_config(tmp_path, catalog, name="study", extra=study)
+    return load_config(path)
+
+
+def test_default_arms_are_the_models_and_each_modality_alone(tmp_path):
+    config = _config(tmp_path, "[study]\nmodels = ['lirdrec', 'bpr', 'pop']\n")
+    arms = plan_arms(config)
+    assert [arm.name for arm in arms] == ["lirdrec", "bpr", "pop", "lirdrec[caption]",
+                                          "lirdrec[text]"]
+    assert [arm.id_only for arm in arms] == [False, True, True, False, False]
+    assert arms[3].modalities == ("caption",)
+
+
+@pytest.mark.parametrize(("study", "message"), [
+    ("models = ['lirdrec', 'nope']", "study.models: unknown model(s) ['nope']"),
+    ("models = []\nmodality_subsets = []", "study: no arm"),
+    ("modality_subsets = [['text', 'sound']]", "unknown modality ['sound']"),
+    ("modality_subsets = [[]]", "study.modality_subsets[0] = []: empty"),
+    ("train_fractions = [1.0, 0.0]", "train fractions must lie in (0, 1], got [0.0]"),
+    ("train_fractions = [1.5]", "train fractions must lie in (0, 1], got [1.5]"),
+    ("seeds = []", "study.seeds: expected one or more distinct seeds"),
+    ("overrides.bpr = { learning_rate = -1.0 }", "study.overrides.bpr: train.learning_rate"),
+])
+def test_a_bad_study_names_its_key_before_anything_runs(tmp_path, study, message):
+    with pytest.raises(ConfigError) as error:
+        _config(tmp_path, f"[study]\n{study}\n")
+    assert message in str(error.value)
