@@ -9,8 +9,9 @@ ingest is skipped when its inputs (the dataset files' sizes and times, the datas
 config) are those the catalog was built from and every catalog file is there; caption and embed
 compute only items whose (input hash, model key) the store lacks, and rewrite CURRENT each run;
 train is skipped when the run folder named by its inputs holds every file of a finished run
-(metrics.json with its inputs record, vectors, id maps, config, and for feature models the item
-encoder); rank when the run's candidates, index and rank record are there and newer than its
+(metrics.json with its inputs record, vectors, id maps, config, per-user metrics, and for feature
+models the item encoder; a finished run that lacks only per_user.parquet, one of an earlier
+version, gets it computed from its saved vectors, not trained again); rank when the run's candidates, index and rank record are there and newer than its
 vectors.
 """
 
@@ -158,7 +159,12 @@ def train_stage(
     ran = False
     for train_config, run in zip(config.compare.train_configs(config.train), runs, strict=True):
         missing = training.missing_outputs(run, train_config)
-        if force or missing:
+        if not force and missing == [run.per_user.name]:
+            log(f"{run.path}: {run.per_user.name} missing; computing it from the saved vectors")
+            training.complete_per_user(config, train_config, run)
+            ran = True
+            lines.append(f"per-user metrics added to {run.path}")
+        elif force or missing:
             if missing and run.metrics.exists():
                 log(f"{run.path}: {', '.join(missing)} missing; training it again")
             training.train(config, train_config=train_config, resume=not force, log=log)
