@@ -11,7 +11,8 @@ compute only items whose (input hash, model key) the store lacks, and rewrite CU
 train is skipped when the run folder named by its inputs holds every file of a finished run
 (metrics.json with its inputs record, vectors, id maps, config, per-user metrics, and for feature
 models the item encoder; a finished run that lacks only per_user.parquet, one of an earlier
-version, gets it computed from its saved vectors, not trained again); rank when the run's candidates, index and rank record are there and newer than its
+version, gets it computed from its saved vectors, not trained again); the training curves of the
+[train] and [compare] runs are drawn when any of them was computed (or the picture is missing); rank when the run's candidates, index and rank record are there and newer than its
 vectors.
 """
 
@@ -172,6 +173,10 @@ def train_stage(
             lines.append(f"trained {run.path}")
         else:
             lines.append(f"up to date {run.path}")
+    if ran or not runs[0].training_curves.exists():
+        from pipeline.report import write_training_curves
+
+        write_training_curves([run.path for run in runs])
     return StageResult("train", ran, "\n".join(lines), run_dir=runs[0].path,
                        runs=[run.path for run in runs])
 
