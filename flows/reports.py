@@ -62,11 +62,13 @@ def training(config: Config, runs: list[Path]) -> None:
         )
     run = RunFolder(runs[0])
     history, n_epochs = report.history_rows(run.path)
+    shown = (f"all {n_epochs} epochs" if len(history) == n_epochs else
+             f"{len(history)} of its {n_epochs} epochs (evenly spaced, with the best)")
     create_table_artifact(
         redact_value(history),
         key=_key(config, "history"),
-        description=redact(f"Per-epoch history of {run.name}: {len(history)} of its {n_epochs} "
-                           f"epochs (evenly spaced, with the best); all in {run.history}"),
+        description=redact(f"Per-epoch history of {run.name}: {shown}; every epoch is in "
+                           f"{run.history}"),
     )
     # the PNG is no text to redact; the words around it are
     create_markdown_artifact(
