@@ -1,7 +1,7 @@
 """Train stage: catalog + feature stores -> RecData -> model.train, in a run folder named by its inputs.
 
 The run folder's files are named by model.run.RunFolder; this module writes the ones the pipeline
-adds (ids, config snapshot, inputs record) and leaves the rest to model.train.
+adds (ids, config snapshot, inputs record, per-user metrics) and leaves the rest to model.train.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from extractors.redact import redact
 from model.run import RunFolder, write_json, write_text
 from pipeline import schemas
 from pipeline.config import Config, config_from_snapshot
+from pipeline.per_user import write_per_user
 from pipeline.splits import catalog_order, codes_in
 from pipeline.store import (
     PartStore,
@@ -206,8 +207,26 @@ def train(config: Config, *, resume: bool = True, train_config: TrainConfig | No
                 "they get the modality's mean vector"
             )
     result = train_model(train_config, inputs.data, run.path, resume=resume, log=log)
+    write_per_user(run, result.per_user, inputs.user_ids, _per_user_provenance(result.metrics))
     _add_inputs_to_metrics(run, inputs)
     return result
+
+
+def complete_per_user(config: Config, train_config: TrainConfig, run: RunFolder) -> None:
+    """per_user.parquet for a finished run trained before runs kept it: evaluated from its saved
+    best-valid vectors on the split (the run folder is named by these inputs), no training."""
+    from model.build import resolve_device
+    from model.train import per_user_metrics
+
+    inputs = load_inputs(config, with_features=False)  # the ranking needs only the vectors
+    per_user = per_user_metrics(train_config, inputs.data, run, resolve_device(train_config.device))
+    write_per_user(run, per_user, inputs.user_ids,
+                   _per_user_provenance(run.read_json(run.metrics)))
+
+
+def _per_user_provenance(metrics: dict) -> dict:
+    return {"best_epoch": metrics["best_epoch"], "data_fingerprint": metrics["data_fingerprint"],
+            "vectors": "best-valid epoch"}
 
 
 def _inputs_record(inputs: TrainInputs) -> dict:
@@ -237,12 +256,15 @@ def _add_inputs_to_metrics(run: RunFolder, inputs: TrainInputs) -> None:
 
 def missing_outputs(run: RunFolder, train_config: TrainConfig) -> list[str]:
     """What a finished run of `train_config` lacks: missing files, or metrics.json without the
-    inputs record (a run killed between the two writes of metrics.json). Empty when complete."""
+    inputs record (a run killed between the two writes of metrics.json). Empty when complete.
+    per_user.parquet is listed last: a run of an earlier version lacks only it."""
     from model.registry import uses_features
 
     missing = [path.name for path in run.missing_outputs(uses_features(train_config.model))]
     if not missing and "inputs" not in run.read_json(run.metrics):
         missing.append(f"{run.metrics.name} (its inputs record)")
+    if not run.per_user.exists():
+        missing.append(run.per_user.name)
     return missing
 
 

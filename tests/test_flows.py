@@ -39,6 +39,19 @@ def task_states(flow_state) -> dict[str, str]:
     return states
 
 
+def flow_artifacts(flow_state) -> dict[str, object]:
+    """{key: artifact} of the keyed artifacts one flow run (and its tasks) made."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run_id = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {artifact.key: artifact for artifact in artifacts if artifact.key}
+
+
 def test_rerun_table(prefect_api, tiny):
     from flows.dag import caption_flow, extract_and_train
 
@@ -53,6 +66,13 @@ def test_rerun_table(prefect_api, tiny):
         "rank": "Completed",
     }
     run_dir = first.result()
+    # beside the history table: the training curves as an inline PNG, also kept in the run folder
+    artifacts = flow_artifacts(first)
+    curves = artifacts["tiny-training-curves"]
+    assert curves.type == "markdown" and "](data:image/png;base64,iVBORw0KGgo" in curves.data
+    assert (Path(run_dir) / "training_curves.png").read_bytes().startswith(b"\x89PNG")
+    assert artifacts["tiny-history"].type == "table"
+    assert (Path(run_dir) / "per_user.parquet").exists()
 
     # nothing changed: every stage finds its store up to date
     again = extract_and_train(str(config), return_state=True)
