@@ -195,7 +195,10 @@ def run_study(config: Config, *, log: Callable[[str], None] = print,
               on_job: Callable[[int, int, Job], None] | None = None) -> StudySummary:
     """Train every (arm, regime, seed) not yet finished, then write study.parquet, the summary,
     the markdown table and the plots into the study folder."""
-    from model.train import train
+    from model.build import resolve_device
+    from model.registry import uses_features
+    from model.train import per_user_metrics, train
+    from pipeline.per_user import write_per_user
     from pipeline.training import load_inputs
 
     study = config.study
@@ -214,13 +217,18 @@ def run_study(config: Config, *, log: Callable[[str], None] = print,
         data = arm_data(inputs.data, variants, job.arm, job.fraction, job.seed)
         settings = dataclasses.replace(job.arm.train, seed=job.seed)
         run = run_folder(layout, settings, data, job.arm)
-        if run.metrics.exists() and not run.missing_outputs(bool(job.arm.modalities)):
+        if run.metrics.exists() and not run.missing_outputs(uses_features(settings.model)):
             log(f"study {number}/{len(jobs)}: {job.describe()}: finished earlier ({run.path})")
+            if not run.per_user.exists():  # killed between metrics.json and per_user.parquet
+                per_user = per_user_metrics(settings, data, run, resolve_device(settings.device))
+                write_per_user(run, per_user, inputs.user_ids, {"study": config.name})
         else:
             log(f"study {number}/{len(jobs)}: {job.describe()} -> {run.path}")
+            _write_run_inputs(config, run, settings, job, data, inputs)
             started = time.perf_counter()
-            train(settings, data, run.path, log=log)
+            result = train(settings, data, run.path, log=log)
             _note_seconds(run, time.perf_counter() - started)
+            write_per_user(run, result.per_user, inputs.user_ids, {"study": config.name})
         records.append((job, run))
     if on_job is not None and jobs:
         on_job(len(jobs), len(jobs), jobs[-1])
@@ -265,6 +273,26 @@ def variant_features(config: Config, arms: list[Arm], inputs,
             log(str(stage(variant, progress=False)))
         out[arm.variant] = {name: load_modality(variant, name, item_ids)[0] for name in changed}
     return out
+
+
+def _write_run_inputs(config: Config, run: RunFolder, settings: TrainConfig, job: Job,
+                      data: RecData, inputs) -> None:
+    """What makes a study run an ordinary run folder (ranked, recommended from): its id maps,
+    its config snapshot and a record of its inputs."""
+    from extractors.redact import redact
+    from model.run import write_text
+    from pipeline.store import write_ids
+
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_ids(run.user_ids, inputs.user_ids)
+    write_ids(run.item_ids, inputs.item_ids)
+    snapshot = config.model_copy(update={"train": settings})
+    write_text(run.config, redact(snapshot.model_dump_json(indent=2)))
+    write_json(run.inputs, {"fingerprint": data.fingerprint(), "study": config.name,
+                            "arm": job.arm.name, "train_fraction": job.fraction,
+                            "seed": job.seed, "variant": job.arm.variant,
+                            "modalities": list(job.arm.modalities),
+                            "n_train_pairs": int(len(data.train))})
 
 
 def _as_arrow(values: np.ndarray):
@@ -363,7 +391,7 @@ def _figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def seed_mean_per_user(runs: list[RunFolder], split: str = "test",
                        metric: str = SIGNIFICANCE) -> dict[int, float]:
     """{user index: the user's `metric` averaged over the runs (seeds)}; users all runs scored."""
-    from model.per_user import read_per_user
+    from pipeline.per_user import read_per_user
 
     tables = [read_per_user(run.path)[split] for run in runs]
     common = set(tables[0][0].tolist())

@@ -63,3 +63,69 @@ def test_a_bad_study_names_its_key_before_anything_runs(tmp_path, study, message
     with pytest.raises(ConfigError) as error:
         _config(tmp_path, f"[study]\n{study}\n")
     assert message in str(error.value)
+
+
+STUDY = """
+[study]
+models = ["lirdrec", "pop"]
+modality_subsets = [["text"]]
+train_fractions = [1.0, 0.5]
+seeds = [1, 2]
+max_epochs = 2
+"""
+
+
+@pytest.mark.slow
+def test_a_tiny_study_end_to_end_then_reused_then_resumed(tmp_path, capsys):
+    """CLI `study`: 3 arms x 2 regimes x 2 seeds; the table, parquet, plots and a paired test that
+    can be recomputed from the runs' per-user files; a rerun trains nothing; a run whose
+    metrics.json is gone (a kill) is the only one trained again."""
+    import json
+
+    import pyarrow.parquet as pq
+    from scipy.stats import wilcoxon
+
+    from pipeline.__main__ import main
+    from pipeline.per_user import read_per_user
+    from pipeline.study import study_layout
+
+    config = _config(tmp_path, STUDY)
+    assert main(["study", "--config", str(config.source)]) == 0
+    first = capsys.readouterr().out
+    layout = study_layout(config)
+    table = pq.read_table(layout.table).to_pylist()
+    assert {(r["arm"], r["regime"], r["seed"]) for r in table} == {
+        (arm, regime, seed) for arm in ("lirdrec", "pop", "lirdrec[text]")
+        for regime in (1.0, 0.5) for seed in (1, 2)}
+    assert {r["split"] for r in table} >= {"valid", "test", "test_warm"}
+    summary = json.loads(layout.summary.read_text())
+    body = summary["regimes"]["0.5"]
+    assert body["best_id_only"] == "pop"  # the only ID-only arm
+    assert "### train fraction 0.5 (best ID-only arm on valid: pop)" in first
+    for name in ("regimes", "ablation"):
+        assert layout.plot(name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the p-value is the Wilcoxon test of the seed-mean per-user test NDCG@20, recomputed here
+    runs = {(r["arm"], r["seed"]): r["run_dir"] for r in table if r["regime"] == 0.5}
+    def seed_mean(arm):
+        tables = [read_per_user(runs[(arm, seed)])["test"] for seed in (1, 2)]
+        assert np.array_equal(tables[0][0], tables[1][0])  # same users every seed
+        return np.mean([values["ndcg@20"] for _, values in tables], axis=0)
+    difference = seed_mean("lirdrec") - seed_mean("pop")
+    expected = 1.0 if not difference.any() else wilcoxon(difference).pvalue
+    assert body["arms"]["lirdrec"]["p_value"] == pytest.approx(expected)
+
+    metrics = sorted(layout.runs.glob("*/metrics.json"))
+    assert len(metrics) == 12
+    stamps = {path: path.stat().st_mtime_ns for path in metrics}
+    assert main(["study", "--config", str(config.source)]) == 0
+    assert capsys.readouterr().out.count("finished earlier") == 12
+    assert {path: path.stat().st_mtime_ns for path in metrics} == stamps
+
+    killed = metrics[3]
+    killed.unlink()
+    assert main(["study", "--config", str(config.source)]) == 0
+    again = capsys.readouterr().out
+    assert again.count("finished earlier") == 11 and killed.exists()
+    assert {p: p.stat().st_mtime_ns for p in metrics if p != killed} == \
+        {p: s for p, s in stamps.items() if p != killed}
