@@ -129,3 +129,57 @@ def test_a_tiny_study_end_to_end_then_reused_then_resumed(tmp_path, capsys):
     assert again.count("finished earlier") == 11 and killed.exists()
     assert {p: p.stat().st_mtime_ns for p in metrics if p != killed} == \
         {p: s for p, s in stamps.items() if p != killed}
+
+
+@pytest.mark.slow
+def test_caption_and_embedder_variants_coexist_and_leave_the_main_features_alone(tmp_path):
+    """A tiny random-weight VLM as a caption variant and MiniLM cut at 16 tokens as an embedder
+    variant: each gets its own store under studies/variants/, the main pipeline's CURRENT keys
+    and vectors are what they were, and each variant arm trains on its own features. (Plumbing
+    only: a random-weight VLM's captions claim nothing.)"""
+    import json
+
+    from pipeline.__main__ import main
+    from pipeline.store import StoreLayout, current_key
+    from pipeline.study import study_layout, variant_store
+    from pipeline.training import load_inputs
+    from tests.support.tiny_vlm import build_tiny_vlm
+
+    vlm = build_tiny_vlm("qwen2_vl", tmp_path / "tiny-vlm")
+    study = f"""
+[study]
+models = ["pop"]
+modality_subsets = []
+train_fractions = [1.0]
+seeds = [1]
+max_epochs = 1
+
+[study.caption_variants.tiny-vlm]
+backend = "transformers"
+model = "{vlm}"
+max_new_tokens = 8
+
+[study.embedder_variants.minilm-16]
+max_seq_length = 16
+"""
+    config = _config(tmp_path, study)
+    assert main(["all", "--config", str(config.source)]) == 0
+    layout = StoreLayout(config.store)
+    keys = {"captions": current_key(layout.captions_root),
+            **{m: current_key(layout.modality_embeddings(m)) for m in config.modalities}}
+    before = load_inputs(config).data.features
+
+    assert main(["study", "--config", str(config.source)]) == 0
+    assert {"captions": current_key(layout.captions_root),
+            **{m: current_key(layout.modality_embeddings(m)) for m in config.modalities}} == keys
+    after = load_inputs(config).data.features
+    assert all(np.array_equal(before[m], after[m]) for m in before)
+    for variant in ("tiny-vlm", "minilm-16"):
+        assert (variant_store(config, variant) / "features" / "embeddings").is_dir()
+    vlm_captions = StoreLayout(variant_store(config, "tiny-vlm")).captions_root
+    assert current_key(vlm_captions) != keys["captions"]  # the VLM's captions, not the descriptor's
+
+    inputs = {json.loads(p.read_text())["arm"]: json.loads(p.read_text())["fingerprint"]
+              for p in study_layout(config).runs.glob("*/inputs.json")}
+    assert set(inputs) == {"pop", "lirdrec@caption:tiny-vlm", "lirdrec@embedder:minilm-16"}
+    assert inputs["lirdrec@caption:tiny-vlm"] != inputs["lirdrec@embedder:minilm-16"]
