@@ -47,6 +47,7 @@ from model.train import train
 
 STUDY_NAME = "search"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)  # what counts towards n_trials
+STOPPED = "stopped before it finished"  # the note of a trial a killed search left RUNNING
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,13 +236,15 @@ def _locked(folder: SearchFolder) -> Iterator[None]:
 def _row(trial: FrozenTrial) -> dict[str, Any]:
     attrs = trial.user_attrs
     note = attrs.get("note", "")
+    seconds = round(trial.duration.total_seconds(), 2) if trial.duration else None
     if trial.state == TrialState.FAIL and not note:
-        note = trial.system_attrs.get("fail_reason") or "stopped before it finished"
+        note = trial.system_attrs.get("fail_reason") or STOPPED
+    if note == STOPPED:  # its end is when a rerun found it, not when it stopped
+        seconds = None
     return {"number": trial.number, "state": trial.state.name, "params": trial.params,
             "best_epoch": attrs.get("best_epoch"), "epochs_run": attrs.get("epochs_run"),
             "valid": attrs.get("valid", {}), "test": attrs.get("test", {}), "value": trial.value,
-            "seconds": round(trial.duration.total_seconds(), 2) if trial.duration else None,
-            "run_dir": attrs.get("run_dir"), "note": note}
+            "seconds": seconds, "run_dir": attrs.get("run_dir"), "note": note}
 
 
 def _result(study: optuna.Study, folder: SearchFolder) -> SearchResult:

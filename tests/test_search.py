@@ -126,6 +126,7 @@ def test_resume_runs_only_the_missing_trials(monkeypatch, tmp_path):
     assert len(calls) == 3  # one new trial, not three
     assert [row["state"] for row in result.rows] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
     assert result.rows[2]["note"] == "stopped before it finished"
+    assert result.rows[2]["seconds"] is None
     assert len({json.dumps(row["params"]) for row in result.rows if row["params"]}) == 3
     run_search(BASE, bigger, data, tmp_path, log=quiet)
     assert len(calls) == 3  # the budget is met: nothing to run
