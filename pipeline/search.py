@@ -183,7 +183,6 @@ def _objective(base: TrainConfig, search: SearchConfig, data: RecData, folder: S
         params = propose(trial, search.space)
         run_dir = folder.trial(trial.number)
         shutil.rmtree(run_dir, ignore_errors=True)  # a new number: anything there is stale
-        trial.set_user_attr("run_dir", str(run_dir))
         log(f"trial {trial.number}: {params} -> {run_dir}")
         best: dict[str, Any] = {}
 
@@ -192,9 +191,8 @@ def _objective(base: TrainConfig, search: SearchConfig, data: RecData, folder: S
                 best.update(epoch=epoch, valid=valid)
             trial.report(best["valid"][SELECTION_METRIC], epoch)  # the best so far, as the value
             if trial.should_prune():
-                trial.set_user_attr("best_epoch", best["epoch"])
-                trial.set_user_attr("epochs_run", epoch)
-                trial.set_user_attr("valid", best["valid"])
+                trial.set_user_attr("figures", {"best_epoch": best["epoch"], "epochs_run": epoch,
+                                                "valid": best["valid"]})
                 log(f"trial {trial.number}: pruned at epoch {epoch} (best valid "
                     f"{SELECTION_METRIC} {best['valid'][SELECTION_METRIC]:.4f} below the median)")
                 raise optuna.TrialPruned(f"epoch {epoch}")
@@ -205,10 +203,10 @@ def _objective(base: TrainConfig, search: SearchConfig, data: RecData, folder: S
         except FloatingPointError as error:  # a diverged trial: failed, re-done on a rerun
             trial.set_user_attr("note", str(error))
             raise
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("epochs_run", result.epochs_run)
-        trial.set_user_attr("valid", result.metrics["valid"])
-        trial.set_user_attr("test", result.metrics["test"])  # shown in the table, never used
+        trial.set_user_attr("figures", {  # one attribute: one write to the storage
+            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+            "valid": result.metrics["valid"],
+            "test": result.metrics["test"]})  # shown in the table, never used
         return result.metrics["valid"][SELECTION_METRIC]
 
     return objective
@@ -233,24 +231,25 @@ def _locked(folder: SearchFolder) -> Iterator[None]:
         yield  # the lock ends with the file's handle, and with the process
 
 
-def _row(trial: FrozenTrial) -> dict[str, Any]:
-    attrs = trial.user_attrs
-    note = attrs.get("note", "")
+def _row(trial: FrozenTrial, folder: SearchFolder) -> dict[str, Any]:
+    figures = trial.user_attrs.get("figures", {})
+    note = trial.user_attrs.get("note", "")
     seconds = round(trial.duration.total_seconds(), 2) if trial.duration else None
     if trial.state == TrialState.FAIL and not note:
         note = trial.system_attrs.get("fail_reason") or STOPPED
     if note == STOPPED:  # its end is when a rerun found it, not when it stopped
         seconds = None
     return {"number": trial.number, "state": trial.state.name, "params": trial.params,
-            "best_epoch": attrs.get("best_epoch"), "epochs_run": attrs.get("epochs_run"),
-            "valid": attrs.get("valid", {}), "test": attrs.get("test", {}), "value": trial.value,
-            "seconds": seconds, "run_dir": attrs.get("run_dir"), "note": note}
+            "best_epoch": figures.get("best_epoch"), "epochs_run": figures.get("epochs_run"),
+            "valid": figures.get("valid", {}), "test": figures.get("test", {}),
+            "value": trial.value, "seconds": seconds, "run_dir": str(folder.trial(trial.number)),
+            "note": note}
 
 
 def _result(study: optuna.Study, folder: SearchFolder) -> SearchResult:
     """The table of every trial, written to search.json; the selection is the complete trial with
     the best VALID Recall@20 (ties: the earlier trial). An error when no trial completed."""
-    rows = [_row(trial) for trial in study.get_trials(deepcopy=False)]
+    rows = [_row(trial, folder) for trial in study.get_trials(deepcopy=False)]
     complete = [row for row in rows if row["state"] == "COMPLETE"]
     best = max(complete, key=lambda row: (row["value"], -row["number"])) if complete else None
     write_json(folder.table, {

@@ -15,7 +15,7 @@ from pipeline.search import SearchFolder, format_table, run_search
 from tests.support.synthetic import planted_data
 
 BASE = TrainConfig(embedding_size=8, knn_k=3, learning_rate=1e-2, epochs=50, patience=50,
-                   batch_size=128, device="cpu", topk=(5, 10, 20))
+                   batch_size=128, device="cpu", topk=(5, 10, 20), feature_dtype="float32")
 SPACE = {"learning_rate": SearchParam(kind="float", low=1e-4, high=1e-1, log=True),
          "n_mm_layers": SearchParam(kind="int", low=0, high=3),
          "knn_k": SearchParam(kind="categorical", choices=[3, 5])}
@@ -81,14 +81,14 @@ def test_same_seed_proposes_the_same_points(monkeypatch, tmp_path):
     data = planted_data()
 
     def proposed(seed, folder):
-        search = SearchConfig(space=SPACE, n_trials=3, startup_trials=1, seed=seed, prune=False)
+        search = SearchConfig(space=SPACE, n_trials=2, startup_trials=1, seed=seed, prune=False)
         return [row["params"] for row in run_search(BASE, search, data, tmp_path / folder,
                                                     log=quiet).rows]
 
     first = proposed(3, "a")
     assert first == proposed(3, "b")
     assert first != proposed(4, "c")
-    assert len({json.dumps(params) for params in first}) == 3
+    assert len({json.dumps(params) for params in first}) == 2  # trial 1 is TPE's
 
 
 def test_selection_is_the_best_valid_figure_never_test(monkeypatch, tmp_path):
@@ -130,6 +130,21 @@ def test_resume_runs_only_the_missing_trials(monkeypatch, tmp_path):
     assert len({json.dumps(row["params"]) for row in result.rows if row["params"]}) == 3
     run_search(BASE, bigger, data, tmp_path, log=quiet)
     assert len(calls) == 3  # the budget is met: nothing to run
+
+
+def test_a_diverged_trial_fails_with_its_error_and_is_redone_by_the_next_run(monkeypatch, tmp_path):
+    def curve(config):
+        if not calls[1:]:  # the first trial diverges
+            raise FloatingPointError("epoch 1: training loss is nan")
+        return by_learning_rate(config)
+
+    calls = fake_train(monkeypatch, curve)
+    search = SearchConfig(space=SPACE, n_trials=2, prune=False)
+    rows = run_search(BASE, search, planted_data(), tmp_path, log=quiet).rows
+    assert [(row["state"], row["note"]) for row in rows] == [
+        ("FAIL", "epoch 1: training loss is nan"), ("COMPLETE", "")]
+    rows = run_search(BASE, search, planted_data(), tmp_path, log=quiet).rows
+    assert [row["state"] for row in rows] == ["FAIL", "COMPLETE", "COMPLETE"]
 
 
 def test_a_storage_file_of_another_study_is_refused(monkeypatch, tmp_path):
