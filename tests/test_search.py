@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import time
 
 import optuna
 import pytest
@@ -130,6 +131,10 @@ def test_resume_runs_only_the_missing_trials(monkeypatch, tmp_path):
     assert len({json.dumps(row["params"]) for row in result.rows if row["params"]}) == 3
     run_search(BASE, bigger, data, tmp_path, log=quiet)
     assert len(calls) == 3  # the budget is met: nothing to run
+    calls = fake_train(monkeypatch, lambda config: time.sleep(0.1) or by_learning_rate(config))
+    timed = SearchConfig(space=SPACE, n_trials=10, timeout_s=0.05, seed=5, prune=False)
+    run_search(BASE, timed, data, tmp_path, log=quiet)
+    assert len(calls) == 1  # the time budget: no trial starts once it is spent
 
 
 def test_a_diverged_trial_fails_with_its_error_and_is_redone_by_the_next_run(monkeypatch, tmp_path):
