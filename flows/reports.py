@@ -85,6 +85,14 @@ def training(config: Config, runs: list[Path]) -> None:
     )
 
 
+def search_trials(config: Config, search_table: Path) -> None:
+    create_table_artifact(
+        redact_value(report.search_rows(search_table)),
+        key=_key(config, "search"),
+        description="Search trials, selected by valid Recall@20 (test shown, never used)",
+    )
+
+
 def links(config: Config, run_dir: Path) -> None:
     layout = StoreLayout(config.store)
     for what, path in (

@@ -52,8 +52,14 @@ class TrainResult:
 
 
 def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = True,
-          log: Callable[[str], None] = print) -> TrainResult:
-    """Train `config.model` on `data`, writing the run folder; resumes from its checkpoint."""
+          log: Callable[[str], None] = print,
+          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train `config.model` on `data`, writing the run folder; resumes from its checkpoint.
+
+    `on_epoch(epoch, valid_metrics)` is called after each evaluated epoch, once its checkpoint is
+    written (a search's pruning hook). An exception it raises ends training there and leaves the
+    folder resumable but unfinished: metrics.json is not written and test is never scored.
+    """
     run = RunFolder(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     if config.num_threads:
@@ -97,6 +103,8 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
         run.save_vectors(*line.pop("_vectors"))
         history.append(line)
         best_epoch, best_score, stopped = 0, line["valid"][SELECTION_METRIC], True
+        if on_epoch is not None:
+            on_epoch(0, line["valid"])
 
     while not stopped and epoch < config.epochs:
         epoch += 1
@@ -146,6 +154,8 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
             "stopped": stopped, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
             "torch_rng": torch.get_rng_state()})
+        if on_epoch is not None:
+            on_epoch(epoch, line["valid"])
     if stopped and trainable:
         log(f"early stop: valid {SELECTION_METRIC} did not improve for {bad_epochs} epochs")
 

@@ -230,6 +230,24 @@ def training_curves_markdown(path: Path, description: str) -> str:
             f"![training curves](data:image/png;base64,{encoded})\n")
 
 
+def search_rows(search_table: Path) -> list[dict]:
+    """Every trial of a search (its search.json): state, params, best epoch, valid and test
+    Recall/NDCG@20 (test shown, never used for the selection), seconds; the selected one marked."""
+    table = json.loads(Path(search_table).read_text(encoding="utf-8"))
+    rows = []
+    for trial in table["rows"]:
+        row = {"trial": trial["number"], "selected": trial["number"] == table["best_number"],
+               "state": trial["state"], "params": json.dumps(trial["params"]),
+               "best_epoch": trial["best_epoch"]}
+        for part in ("valid", "test"):
+            for name in ("recall@20", "ndcg@20"):
+                value = trial[part].get(name)
+                row[f"{part} {name}"] = None if value is None else round(value, 4)
+        row["seconds"], row["note"] = trial["seconds"], trial["note"]
+        rows.append(row)
+    return rows
+
+
 def inputs_markdown(run_dir: Path) -> str:
     """Which extractors produced the run's features (captioner and embedder keys, provenance)."""
     metrics = run_metrics(run_dir)

@@ -38,6 +38,7 @@ class StageResult:
     summary: object  # the stage function's own summary (printable)
     run_dir: Path | None = None  # train and rank: the run folder
     runs: list[Path] = field(default_factory=list)  # train: every run folder (model + comparisons)
+    search_table: Path | None = None  # train --search: the trials table (search.json)
 
     def __str__(self) -> str:
         return str(self.summary)
@@ -146,14 +147,14 @@ def train_stage(
 ) -> StageResult:
     """Train the config's model and its [compare] runs; skip each run whose metrics exist.
 
-    With `search`, the [search] grid runs first (within its budget, selected on VALID Recall@20)
-    and the selected point replaces [train] for this call.
+    With `search`, the [search] study runs first (its missing trials within the budget, selected
+    on VALID Recall@20) and the selected point, trained in full, replaces [train] for this call.
     """
     from pipeline import training
 
-    lines = []
+    lines, search_table = [], None
     if search:
-        table, selected = training.search(config, log=log)
+        table, selected, search_table = training.search(config, log=log)
         config = config.model_copy(update={"train": selected})
         lines.append(table)
     runs = training.current_runs(config)
@@ -178,7 +179,7 @@ def train_stage(
 
         write_training_curves([run.path for run in runs])
     return StageResult("train", ran, "\n".join(lines), run_dir=runs[0].path,
-                       runs=[run.path for run in runs])
+                       runs=[run.path for run in runs], search_table=search_table)
 
 
 def rank_stage(config: Config, run_dir: Path, force: bool = False) -> StageResult:

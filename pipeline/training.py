@@ -290,29 +290,26 @@ def current_runs(config: Config) -> list[RunFolder]:
     return folders
 
 
-def search(config: Config, log=print) -> tuple[str, TrainConfig]:
-    """The config's [search] grid on its data, chosen by VALID Recall@20 within the budget.
+def search(config: Config, log=print) -> tuple[str, TrainConfig, Path]:
+    """The config's [search] study on its data (pipeline/search.py), chosen by VALID Recall@20.
 
-    Returns a markdown table of the trained points and the selected TrainConfig: the config's
-    [train] with the winning overrides and its own `epochs` (the budget's max_epochs only bounds
-    the search runs), for `train(config, train_config=...)` to train in full.
+    Returns the markdown table of every trial, the selected TrainConfig (the config's [train]
+    with the best trial's params and its own `epochs`: max_epochs only bounds the trials) for
+    `train(config, train_config=...)` to train in full, and the search's search.json.
     """
-    from model.search import format_table, run_search
-
     if config.search is None:
-        raise ValueError(f"{config.source}: --search needs a [search] section with a grid")
+        raise ValueError(f"{config.source}: --search needs a [search] section with a "
+                         "[search.space.<field>] table")
     from model.registry import uses_features
+    from pipeline.search import SearchFolder, digest, format_table, run_search, study_identity
 
     inputs = load_inputs(config, with_features=uses_features(config.train.model))
-    digest = hashlib.blake2b(
-        (
-            json.dumps(dataclasses.asdict(config.search), sort_keys=True, default=str)
-            + inputs.fingerprint()
-        ).encode(),
-        digest_size=6,
-    ).hexdigest()
-    run_root = StoreLayout(config.store).runs / f"search-{config.train.model}-{digest}"
-    result = run_search(config.train, config.search, inputs.data, run_root, log=log)
-    selected = dataclasses.replace(config.train, **result.best["overrides"])
-    table = format_table(result) + f"\nselected by valid recall@20; runs under {run_root}"
-    return table, selected
+    fingerprint = inputs.fingerprint()
+    name = digest(study_identity(config.train, config.search, fingerprint))[:12]
+    folder = SearchFolder(StoreLayout(config.store).runs / f"search-{config.train.model}-{name}")
+    result = run_search(config.train, config.search, inputs.data, folder.path,
+                        data_fingerprint=fingerprint, log=log)
+    selected = dataclasses.replace(config.train, **result.best["params"])
+    table = (format_table(result) + f"\nselected trial {result.best_number} by valid recall@20 "
+             f"(test shown, never used); trials under {folder.path}")
+    return table, selected, folder.table
