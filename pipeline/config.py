@@ -203,6 +203,10 @@ class StudyConfig(_Section):
     seeds: list[int] = Field(default_factory=lambda: [999, 1000, 1001])
     overrides: dict[str, TrainOverrides] = Field(default_factory=dict)  # model -> [train] fields
     max_epochs: int = Field(0, ge=0)  # every run's epochs at most; 0 = the arm's own `epochs`
+    # model -> a [search] table: the model also runs as arm "<model>-tuned", searched on VALID
+    # once per regime (at the first seed), then trained at every seed with the selected point;
+    # every tuned arm gets the same budget (n_trials, timeout_s, max_epochs)
+    tune: dict[str, SearchConfig] = Field(default_factory=dict)
 
     @field_validator("models")
     @classmethod
@@ -316,17 +320,28 @@ class Config(_Section):
         if study is None:
             return self
         if not study.models and not study.modality_subsets and not study.caption_variants \
-                and not study.embedder_variants:
-            raise ValueError("study: no arm: list models, modality_subsets or variants")
+                and not study.embedder_variants and not study.tune:
+            raise ValueError("study: no arm: list models, modality_subsets, variants or tune")
         for index, subset in enumerate(study.modality_subsets or []):
             unknown = sorted(set(subset) - set(self.modalities))
             if not subset or unknown:
                 raise ValueError(f"study.modality_subsets[{index}] = {subset}: "
                                  + (f"unknown modality {unknown}" if subset else "empty")
                                  + f"; the config's modalities are {sorted(self.modalities)}")
-        unknown = sorted(set(study.overrides) - set(MODELS))
+        unknown = sorted((set(study.overrides) | set(study.tune)) - set(MODELS))
         if unknown:
-            raise ValueError(f"study.overrides: unknown model(s) {unknown}")
+            raise ValueError(f"study.overrides / study.tune: unknown model(s) {unknown}")
+        budgets = {model: (search.n_trials, search.timeout_s, search.max_epochs)
+                   for model, search in study.tune.items()}
+        if len(set(budgets.values())) > 1:
+            raise ValueError("study.tune: the arms compared get equal budgets; (n_trials, "
+                             f"timeout_s, max_epochs) differ: {budgets}")
+        for model, search in study.tune.items():
+            base = dataclasses.replace(self.train, model=model, **study.overrides.get(model, {}))
+            try:
+                check_space(base, search.space)
+            except ValueError as error:
+                raise ValueError(f"study.tune.{model}: {error}") from None
         for model, fields in study.overrides.items():
             try:
                 dataclasses.replace(self.train, **{"model": model, **fields})

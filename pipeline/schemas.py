@@ -115,6 +115,7 @@ STUDY = pa.schema(
         pa.field("arm", pa.string(), nullable=False),  # "lirdrec", "ease", "lirdrec[text]", ...
         pa.field("kind", pa.string(), nullable=False),  # model | modalities | caption | embedder
         pa.field("id_only", pa.bool_(), nullable=False),  # reads no item feature
+        pa.field("tuning", pa.string(), nullable=False),  # "fixed" or the search's budget
         pa.field("regime", pa.float64(), nullable=False),  # the train fraction
         pa.field("seed", pa.int64(), nullable=False),
         pa.field("split", pa.string(), nullable=False),  # valid | test | test_warm | test_cold

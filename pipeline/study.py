@@ -38,7 +38,7 @@ from pipeline.config import Config
 from pipeline.store import StoreLayout
 
 if TYPE_CHECKING:
-    from model.config import TrainConfig
+    from model.config import SearchConfig, TrainConfig
     from model.data import RecData
 
 FIGURES = (("recall", 20), ("ndcg", 20))  # what the table and the plots show
@@ -55,6 +55,7 @@ class Arm:
     train: TrainConfig  # the arm's settings (its seed is replaced per run)
     modalities: tuple[str, ...] = ()  # the feature modalities it reads (none: ID-only)
     variant: str | None = None  # the caption/embedder variant whose features it reads
+    search: SearchConfig | None = None  # tuned: searched on valid once per regime
 
     @property
     def id_only(self) -> bool:
@@ -81,6 +82,9 @@ def plan_arms(config: Config) -> list[Arm]:
 
     arms = [Arm(model, "model", settings(model), modalities if uses_features(model) else ())
             for model in study.models]
+    arms += [Arm(f"{model}-tuned", "model", settings(model),
+                 modalities if uses_features(model) else (), search=search)
+             for model, search in study.tune.items()]
     subsets = study.modality_subsets
     if subsets is None:  # each modality alone; all together is the "lirdrec" model arm
         subsets = [[name] for name in modalities] if len(modalities) > 1 else []
@@ -210,8 +214,14 @@ def run_study(config: Config, *, log: Callable[[str], None] = print,
     variants = variant_features(config, arms, inputs, log)
     layout = study_layout(config)
     jobs = plan_jobs(arms, study.train_fractions, study.seeds)
-    records = []
+    records, tuned = [], {}
     for number, job in enumerate(jobs, start=1):
+        if job.arm.search is not None:  # once per (arm, regime), on the first seed's subsample
+            key = (job.arm.name, job.fraction)
+            if key not in tuned:
+                tuned[key] = tune(layout, job.arm, inputs.data, variants, job.fraction,
+                                  study.seeds[0], log)
+            job = dataclasses.replace(job, arm=dataclasses.replace(job.arm, train=tuned[key]))
         if on_job is not None:
             on_job(number - 1, len(jobs), job)
         data = arm_data(inputs.data, variants, job.arm, job.fraction, job.seed)
@@ -236,6 +246,21 @@ def run_study(config: Config, *, log: Callable[[str], None] = print,
     summary = summarise(rows, records)
     write_outputs(layout, rows, summary)
     return summary
+
+
+def tune(layout: StudyLayout, arm: Arm, data: RecData, variants: dict, fraction: float,
+         seed: int, log: Callable[[str], None]) -> TrainConfig:
+    """The arm's settings with the point its search selects on VALID Recall@20 (pipeline/search.py:
+    seeded TPE, pruning, resumable), searched on the regime's subsample at `seed`."""
+    from pipeline.search import run_search
+
+    base = dataclasses.replace(arm.train, seed=seed)
+    regime = arm_data(data, variants, arm, fraction, seed)
+    root = layout.root / "search" / f"{arm.slug}-f{fraction:g}"
+    log(f"study: tuning {arm.name} at train fraction {fraction:g} "
+        f"({arm.search.n_trials} trials) in {root}")
+    result = run_search(base, arm.search, regime, root, log=log)
+    return dataclasses.replace(arm.train, **result.best["params"])
 
 
 def check_limits(arms: list[Arm], data: RecData) -> None:
@@ -310,6 +335,16 @@ def _note_seconds(run: RunFolder, seconds: float) -> None:
 # --- results ------------------------------------------------------------------------------
 
 
+def tuning_note(arm: Arm) -> str:
+    """How an arm's settings were chosen, for the table: its search budget, or "fixed"."""
+    if arm.search is None:
+        return "fixed"
+    search = arm.search
+    epochs = f"<= {search.max_epochs} epochs" if search.max_epochs else "full epochs"
+    limit = f", <= {search.timeout_s:g} s" if search.timeout_s else ""
+    return f"tuned on valid: {search.n_trials} trials, {epochs}{limit}"
+
+
 def result_rows(records: list[tuple[Job, RunFolder]]) -> list[dict[str, Any]]:
     """One row per (arm, regime, seed, split, metric, k): the study.parquet rows."""
     rows = []
@@ -322,6 +357,7 @@ def result_rows(records: list[tuple[Job, RunFolder]]) -> list[dict[str, Any]]:
                 metric, k = name.split("@")
                 rows.append({
                     "arm": job.arm.name, "kind": job.arm.kind, "id_only": job.arm.id_only,
+                    "tuning": tuning_note(job.arm),
                     "regime": float(job.fraction), "seed": int(job.seed), "split": split,
                     "metric": metric, "k": int(k), "value": float(value),
                     "best_epoch": int(metrics.get("best_epoch", 0)),
@@ -337,16 +373,19 @@ class StudySummary:
 
     regimes: dict[float, dict[str, Any]]
     arms: dict[str, str]  # arm -> kind, in table order
+    tuning: dict[str, str]  # arm -> how its settings were chosen (tuning_note)
     has_cold: bool
     run_dirs: list[str]  # every run of the study, in job order
 
     def to_json(self) -> dict:
-        return {"arms": self.arms, "has_cold": self.has_cold, "runs": self.run_dirs,
+        return {"arms": self.arms, "tuning": self.tuning, "has_cold": self.has_cold,
+                "runs": self.run_dirs,
                 "regimes": {f"{regime:g}": body for regime, body in self.regimes.items()}}
 
 
 def summarise(rows: list[dict[str, Any]], records: list[tuple[Job, RunFolder]]) -> StudySummary:
     arms = {row["arm"]: row["kind"] for row in rows}
+    tuning = {row["arm"]: row["tuning"] for row in rows}
     has_cold = any(row["split"] == "test_cold" for row in rows)
     regimes = {}
     for regime in sorted({row["regime"] for row in rows}, reverse=True):
@@ -368,7 +407,7 @@ def summarise(rows: list[dict[str, Any]], records: list[tuple[Job, RunFolder]]) 
             figures[arm]["p_value"] = None if arm == best else paired_p_value(runs[arm],
                                                                               runs[best])
         regimes[regime] = {"best_id_only": best, "arms": figures}
-    return StudySummary(regimes, arms, has_cold, [str(run.path) for _, run in records])
+    return StudySummary(regimes, arms, tuning, has_cold, [str(run.path) for _, run in records])
 
 
 def _figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -451,19 +490,19 @@ def markdown_table(summary: StudySummary) -> str:
     for regime, body in summary.regimes.items():
         best = body["best_id_only"]
         lines += [f"### train fraction {regime:g} (best ID-only arm on valid: {best or 'none'})",
-                  "", "| arm | " + " | ".join(title for _, title in columns)
+                  "", "| arm | settings | " + " | ".join(title for _, title in columns)
                   + " | Δ test N@20 vs best ID-only | p (Wilcoxon) | seconds/run |",
-                  "|---" * (len(columns) + 4) + "|"]
+                  "|---" * (len(columns) + 5) + "|"]
         for arm, figures in body["arms"].items():
             cells = [_mean_std(figures.get(key)) for key, _ in columns]
             delta = figures.get("delta_vs_best_id_only")
             p = figures.get("p_value")
             seconds = figures["seconds"]
             mark = " (best ID-only)" if arm == best else ""
-            lines.append(f"| {arm}{mark} | " + " | ".join(cells)
+            lines.append(f"| {arm}{mark} | {summary.tuning[arm]} | " + " | ".join(cells)
                          + f" | {'' if delta is None else f'{100 * delta:+.1f}%'}"
                          + f" | {'' if p is None else f'{p:.3g}'}"
-                         + f" | {'' if seconds is None else f'{seconds:.0f}'} |")
+                         + f" | {'' if seconds is None else f'{seconds:.1f}'} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -474,14 +513,14 @@ def table_rows(summary: dict) -> list[dict[str, Any]]:
     for regime, body in summary["regimes"].items():
         for arm, figures in body["arms"].items():
             row = {"train fraction": regime, "arm": arm, "kind": summary["arms"][arm],
-                   "best ID-only": arm == body["best_id_only"]}
+                   "settings": summary["tuning"][arm], "best ID-only": arm == body["best_id_only"]}
             for split in SPLITS:
                 for metric, k in FIGURES:
                     row[f"{split} {metric}@{k}"] = _mean_std(figures.get(f"{split} {metric}@{k}"))
             delta, p = figures.get("delta_vs_best_id_only"), figures.get("p_value")
             row["Δ test ndcg@20"] = "" if delta is None else f"{100 * delta:+.1f}%"
             row["p (Wilcoxon)"] = "" if p is None else f"{p:.3g}"
-            row["seconds/run"] = "" if figures["seconds"] is None else f"{figures['seconds']:.0f}"
+            row["seconds/run"] = "" if figures["seconds"] is None else f"{figures['seconds']:.1f}"
             rows.append(row)
     return rows
 

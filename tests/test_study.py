@@ -58,6 +58,15 @@ def test_default_arms_are_the_models_and_each_modality_alone(tmp_path):
     ("train_fractions = [1.5]", "train fractions must lie in (0, 1], got [1.5]"),
     ("seeds = []", "study.seeds: expected one or more distinct seeds"),
     ("overrides.bpr = { learning_rate = -1.0 }", "study.overrides.bpr: train.learning_rate"),
+    ("tune.bpr = { n_trials = 2, space.learning_rate = { kind = 'float', low = 0.1, high = 0.01 } }",
+     "study.tune.bpr: search.space.learning_rate: low = 0.1 > high = 0.01"),
+    ("tune.bpr = { n_trials = 2, space.reg_weight = { kind = 'float', low = 0.0, high = 1.0, log = true } }",
+     "study.tune.bpr: search.space.reg_weight: a log range needs low > 0, got low = 0.0"),
+    ("tune.bpr = { n_trials = 2, space.learning_rate = { kind = 'float', low = 1e-3, high = 1e-2 } }\n"
+     "tune.lightgcn = { n_trials = 3, space.learning_rate = { kind = 'float', low = 1e-3, high = 1e-2 } }",
+     "study.tune: the arms compared get equal budgets"),
+    ("tune.nope = { space.learning_rate = { kind = 'float', low = 1e-3, high = 1e-2 } }",
+     "unknown model(s) ['nope']"),
 ])
 def test_a_bad_study_names_its_key_before_anything_runs(tmp_path, study, message):
     with pytest.raises(ConfigError) as error:
@@ -72,12 +81,18 @@ modality_subsets = [["text"]]
 train_fractions = [1.0, 0.5]
 seeds = [1, 2]
 max_epochs = 2
+
+[study.tune.bpr]
+n_trials = 2
+max_epochs = 1
+space.learning_rate = { kind = "float", low = 1e-3, high = 1e-1, log = true }
 """
 
 
 @pytest.mark.slow
 def test_a_tiny_study_end_to_end_then_reused_then_resumed(tmp_path, capsys):
-    """CLI `study`: 3 arms x 2 regimes x 2 seeds; the table, parquet, plots and a paired test that
+    """CLI `study`: 4 arms (one tuned) x 2 regimes x 2 seeds; the table, parquet, plots, the tuned
+    arm's selected point at every seed, and a paired test that
     can be recomputed from the runs' per-user files; a rerun trains nothing; a run whose
     metrics.json is gone (a kill) is the only one trained again."""
     import json
@@ -94,9 +109,16 @@ def test_a_tiny_study_end_to_end_then_reused_then_resumed(tmp_path, capsys):
     first = capsys.readouterr().out
     layout = study_layout(config)
     table = pq.read_table(layout.table).to_pylist()
+    arms = ("lirdrec", "pop", "bpr-tuned", "lirdrec[text]")
     assert {(r["arm"], r["regime"], r["seed"]) for r in table} == {
-        (arm, regime, seed) for arm in ("lirdrec", "pop", "lirdrec[text]")
-        for regime in (1.0, 0.5) for seed in (1, 2)}
+        (arm, regime, seed) for arm in arms for regime in (1.0, 0.5) for seed in (1, 2)}
+    for regime in (1.0, 0.5):  # tuned once per regime; every seed runs the selected point
+        search = json.loads((layout.root / "search" / f"bpr-tuned-f{regime:g}" / "search.json")
+                            .read_text())
+        chosen = {json.loads(r["settings"])["learning_rate"] for r in table
+                  if r["arm"] == "bpr-tuned" and r["regime"] == regime}
+        assert chosen == {search["best_params"]["learning_rate"]}
+    assert "tuned on valid: 2 trials, <= 1 epochs" in first
     assert {r["split"] for r in table} >= {"valid", "test", "test_warm"}
     summary = json.loads(layout.summary.read_text())
     body = summary["regimes"]["0.5"]
@@ -116,17 +138,19 @@ def test_a_tiny_study_end_to_end_then_reused_then_resumed(tmp_path, capsys):
     assert body["arms"]["lirdrec"]["p_value"] == pytest.approx(expected)
 
     metrics = sorted(layout.runs.glob("*/metrics.json"))
-    assert len(metrics) == 12
+    assert len(metrics) == 16
     stamps = {path: path.stat().st_mtime_ns for path in metrics}
     assert main(["study", "--config", str(config.source)]) == 0
-    assert capsys.readouterr().out.count("finished earlier") == 12
+    rerun = capsys.readouterr().out
+    assert rerun.count("finished earlier") == 16
+    assert rerun.count("2 of 2 trials finished, running 0") == 2
     assert {path: path.stat().st_mtime_ns for path in metrics} == stamps
 
     killed = metrics[3]
     killed.unlink()
     assert main(["study", "--config", str(config.source)]) == 0
     again = capsys.readouterr().out
-    assert again.count("finished earlier") == 11 and killed.exists()
+    assert again.count("finished earlier") == 15 and killed.exists()
     assert {p: p.stat().st_mtime_ns for p in metrics if p != killed} == \
         {p: s for p, s in stamps.items() if p != killed}
 
