@@ -188,7 +188,14 @@ _SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 class StudyConfig(_Section):
     """A study: arms x train fractions x seeds, each arm tuned on valid or run at fixed settings,
-    every arm against the best ID-only arm of its regime (pipeline/study.py)."""
+    every arm against the best ID-only arm of its regime (pipeline/study.py).
+
+    `preset = "quick"` changes the defaults of the keys it leaves out: one seed (999), train
+    fractions 1.0 and 0.2, at most 30 epochs a run, every tuned arm's search at most 4 trials.
+    """
+
+    # "full": the defaults below; "quick": a first look (see above), keys given still win
+    preset: Literal["full", "quick"] = "full"
 
     # model arms, each with every modality (feature models) or none (ID-only models)
     models: list[str] = Field(default_factory=lambda: [m for m in STUDY_MODELS if m in MODELS])
@@ -207,6 +214,17 @@ class StudyConfig(_Section):
     # once per regime (at the first seed), then trained at every seed with the selected point;
     # every tuned arm gets the same budget (n_trials, timeout_s, max_epochs)
     tune: dict[str, SearchConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quick_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("preset") != "quick":
+            return data
+        data = {"seeds": [999], "train_fractions": [1.0, 0.2], "max_epochs": 30, **data}
+        data["tune"] = {model: {**search, "n_trials": min(search.get("n_trials", 4), 4)}
+                        if isinstance(search, dict) else search
+                        for model, search in (data.get("tune") or {}).items()}
+        return data
 
     @field_validator("models")
     @classmethod

@@ -319,3 +319,41 @@ def _cmdline_has(proc: Path, word: str) -> bool:
         return word.encode() in (proc / "cmdline").read_bytes()
     except OSError:
         return False
+
+
+def test_the_study_flow_publishes_its_table_plots_and_progress(prefect_api, tmp_path):
+    """study/<name>: ingest, caption, embed, then the study; its table, an inline-PNG markdown
+    artifact of the plots, and a progress artifact that reached 100%; served only with [study]."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from flows.dag import study_flow
+    from flows.serve import deployments
+
+    catalog = make_catalog(tmp_path / "catalog", n_items=12, n_users=8)
+    config = write_config(tmp_path, catalog, name="studied", extra="""
+[study]
+models = ["lirdrec", "pop"]
+modality_subsets = [["text"]]
+train_fractions = [1.0, 0.5]
+seeds = [1]
+max_epochs = 1
+""")
+    state = study_flow(str(config), return_state=True)
+    assert state.is_completed(), state
+    assert task_states(state) == {"ingest": "Completed", "caption": "Completed",
+                                  "embed": "Completed", "study": "Completed"}
+    artifacts = flow_artifacts(state)
+    table = artifacts["studied-study"]
+    assert table.type == "table" and "best ID-only" in str(table.data)
+    plots = str(artifacts["studied-study-plots"].data)
+    assert plots.count("](data:image/png;base64,iVBORw0KGgo") == 2  # regimes and ablation
+    with get_client(sync_client=True) as client:
+        progress = [a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+            if a.type == "progress"]
+    assert [a.data for a in progress if "Study studied" in (a.description or "")] == [100.0]
+    names = [d.name for d in deployments(config)]
+    assert names.count("studied") == len(names) and len(names) == 8  # study/studied included
+    plain = write_config(tmp_path, catalog, name="plain")
+    assert len(deployments(plain)) == 7

@@ -207,3 +207,12 @@ max_seq_length = 16
               for p in study_layout(config).runs.glob("*/inputs.json")}
     assert set(inputs) == {"pop", "lirdrec@caption:tiny-vlm", "lirdrec@embedder:minilm-16"}
     assert inputs["lirdrec@caption:tiny-vlm"] != inputs["lirdrec@embedder:minilm-16"]
+
+
+def test_the_quick_preset_fills_what_is_left_out(tmp_path):
+    config = _config(tmp_path, "[study]\npreset = 'quick'\nseeds = [1, 2]\n"
+                     "tune.bpr = { n_trials = 10, space.learning_rate = "
+                     "{ kind = 'float', low = 1e-3, high = 1e-2 } }\n")
+    study = config.study
+    assert (study.seeds, study.train_fractions, study.max_epochs) == ([1, 2], [1.0, 0.2], 30)
+    assert study.tune["bpr"].n_trials == 4
