@@ -40,7 +40,7 @@ SECTIONS: list[tuple[str, type, set[str]]] = [
         "top level",
         pipeline_config.Config,
         {"dataset", "split", "caption", "embed", "modalities", "train", "search", "rank",
-         "compare", "scale", "source"},
+         "compare", "scale", "study", "source"},
     ),
     ('[dataset] kind = "movielens"', pipeline_config.MovieLensDataset, set()),
     ('[dataset] kind = "mmrec"', pipeline_config.MMRecDataset, set()),
@@ -63,6 +63,7 @@ SECTIONS: list[tuple[str, type, set[str]]] = [
     ("[compare]", pipeline_config.CompareConfig, set()),
     ("[rank]", pipeline_config.RankConfig, set()),
     ("[scale]", pipeline_config.ScaleConfig, set()),
+    ("[study]", pipeline_config.StudyConfig, set()),
 ]
 
 
