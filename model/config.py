@@ -100,7 +100,7 @@ class TrainConfig:
 def resolve_mm_weights(config: TrainConfig, modalities: list[str]) -> dict[str, float]:
     """The item-graph weight of each modality of the data; equal weights when none are given."""
     if not modalities:
-        raise ValueError("no modalities: lirdrec needs at least one feature matrix")
+        raise ValueError("no modalities: a feature model needs at least one feature matrix")
     if not config.mm_weights:
         return {name: 1.0 / len(modalities) for name in modalities}
     missing = sorted(set(modalities) - set(config.mm_weights))

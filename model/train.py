@@ -11,8 +11,8 @@ after training, with the vectors saved at the best-valid epoch. Test is reported
   one cold test item. Empty ({}) when the split holds no cold item.
 
 Run folder (model/run.py names its files): the resumable checkpoint, the best-valid weights with
-the run's own config and data fingerprint, the history, the best-valid vectors, for feature
-models the item encoder's catalog arrays, and metrics.json, written last.
+the run's own config and data fingerprint, the history, the best-valid vectors, for models
+that score new items the item encoder's catalog arrays, and metrics.json, written last.
 """
 
 from __future__ import annotations
@@ -146,10 +146,10 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
     if stopped and trainable:
         log(f"early stop: valid {SELECTION_METRIC} did not improve for {bad_epochs} epochs")
 
-    if type(model).uses_features and run.best_model.exists():
+    if type(model).scores_new_items and run.best_model.exists():
         _save_item_encoder(model, data, run)
     metrics = _final_metrics(config, data, run, device, history, best_epoch, build_seconds,
-                             fingerprint)
+                             fingerprint, model.fitted())
     write_json(run.metrics, metrics)
     cold_note = (f"cold R@20 {metrics['test_cold']['recall@20']:.4f}, {metrics['n_cold_items']} cold "
                  "items ranked among themselves" if metrics["test_cold"] else "no cold items")
@@ -189,8 +189,9 @@ def _save_item_encoder(model: torch.nn.Module, data: RecData, run: RunFolder) ->
 
 def _final_metrics(config: TrainConfig, data: RecData, run: RunFolder, device: torch.device,
                    history: list[dict], best_epoch: int, build_seconds: float,
-                   fingerprint: str) -> dict[str, Any]:
-    """metrics.json: valid at the best epoch, test (all / warm / cold) from the saved vectors."""
+                   fingerprint: str, fitted: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json: valid at the best epoch, test (all / warm / cold) from the saved vectors,
+    and what building the model chose on valid (`fitted`: EASE's l2; {} for the others)."""
     user_vectors, item_vectors = (torch.from_numpy(v).to(device) for v in run.load_vectors())
     cold = data.cold_items
     is_cold = np.zeros(data.n_items, dtype=bool)
@@ -209,7 +210,8 @@ def _final_metrics(config: TrainConfig, data: RecData, run: RunFolder, device: t
         if uses_features(config.model) else None
     return {
         "model": config.model, "best_epoch": best_epoch, "epochs_run": len(trained),
-        "valid": best["valid"], "test": test, "test_warm": warm, "test_cold": cold_metrics,
+        "fitted": fitted, "valid": best["valid"], "test": test, "test_warm": warm,
+        "test_cold": cold_metrics,
         "n_users": {"valid": _count_users(data.valid), "test": n_test, "test_warm": n_warm,
                     "test_cold": n_cold},
         "n_cold_items": int(len(cold)),
