@@ -21,6 +21,7 @@ MODELS: dict[str, str] = {
     "lightgcn": "model.baselines:LightGCN",
     "bpr": "model.baselines:BPRMF",
     "pop": "model.baselines:Popularity",
+    "ease": "model.ease:EASE",
 }
 
 
