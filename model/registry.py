@@ -22,6 +22,7 @@ MODELS: dict[str, str] = {
     "bpr": "model.baselines:BPRMF",
     "pop": "model.baselines:Popularity",
     "ease": "model.ease:EASE",
+    "content_knn": "model.content_knn:ContentKNN",
 }
 
 

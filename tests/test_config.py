@@ -264,6 +264,16 @@ def test_ease_is_a_compare_baseline_with_its_keys(config_dir):
     assert ease.ease_max_items == 5000
 
 
+def test_content_knn_is_a_compare_baseline_with_its_weights(config_dir):
+    path = write(
+        config_dir,
+        GOOD + "\n[compare.baselines.content_knn]\nmm_weights = { image = 0.25, text = 0.75 }\n",
+    )
+    config = load_config(path)
+    _, content_knn = config.compare.train_configs(config.train)
+    assert content_knn.model == "content_knn" and content_knn.mm_weights["text"] == 0.75
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
