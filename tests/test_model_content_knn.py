@@ -9,8 +9,10 @@ import torch
 from model.config import TrainConfig
 from model.content_knn import ContentKNN
 from model.data import RecData, hold_out_items
+from model.run import RunFolder, write_json
 from model.train import train
 from pipeline.recommend import score_new_item
+from pipeline.training import missing_outputs
 from tests.support.synthetic import planted_data
 
 QUIET = {"log": lambda _: None}
@@ -52,3 +54,10 @@ def test_content_knn_run_learns_and_ranks_cold_items_from_their_features(tmp_pat
     with pytest.raises(ValueError, match="content_knn run has no item encoder .*features-only"
                                          ".* with a run of lirdrec"):
         score_new_item(tmp_path, {name: m[0] for name, m in data.features.items()})
+
+    # a finished run without best_model.pt / item_encoder.npz is complete: not retrained forever
+    run = RunFolder(tmp_path)
+    for path in (run.config, run.inputs, run.user_ids, run.item_ids):
+        path.write_text("{}")
+    write_json(run.metrics, {**metrics, "inputs": {}})
+    assert missing_outputs(run, config) == []

@@ -10,6 +10,7 @@ from model.ease import EASE, ease_weights
 from model.train import train
 from pipeline.config import RankConfig
 from pipeline.rank import item_index, top_unseen
+from pipeline.report import fitted_text
 from tests.support.synthetic import planted_data
 
 QUIET = {"log": lambda _: None}
@@ -113,3 +114,6 @@ def test_ease_run_learns_records_its_l2_and_ranks_with_faiss(tmp_path):
     for user in range(data.n_users):
         scores[user, seen[user]] = -np.inf
     np.testing.assert_allclose(found, -np.sort(-scores, axis=1)[:, :5], rtol=1e-5, atol=1e-5)
+
+    assert fitted_text(metrics["fitted"]) == f"l2={fitted['l2']:g}"  # the report's "fitted" column
+    assert fitted_text({}) is None
