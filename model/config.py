@@ -17,8 +17,8 @@ SELECTION_METRIC = "recall@20"  # early stopping and search both select on VALID
 class TrainConfig:
     """One training run: the model, its hyper-parameters and the trainer's settings.
 
-    Defaults are the LIRDRec reference settings (SPEC-lirdrec.md section 6). The ID-only
-    baselines read the fields they need: `lightgcn` uses `n_ui_layers` as LightGCN's n_layers
+    Defaults are the LIRDRec reference settings (SPEC-lirdrec.md section 6). The baselines read
+    the fields they need: `lightgcn` uses `n_ui_layers` as LightGCN's n_layers
     (layer MEAN, as in MMRec), `bpr` and `lightgcn` use `reg_weight` as MMRec's EmbLoss weight;
     `ease` chooses its l2 from `ease_l2_grid` by VALID Recall@20; `content_knn` fuses its
     modalities with `mm_weights`. Neither of those two trains (one evaluation, "epoch 0").
@@ -59,7 +59,7 @@ class TrainConfig:
     eval_test_every_epoch: bool = False  # also score test each epoch into history (costly)
     # EASE's l2 candidates; the one with the best VALID Recall@20 is kept (metrics.json "fitted")
     ease_l2_grid: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
-    # EASE inverts a dense item x item matrix (float64, ~24 * n_items^2 bytes at peak): larger
+    # EASE inverts a dense item x item matrix (float64, ~32 * n_items^2 bytes at peak): larger
     # catalogs are refused before anything is computed
     ease_max_items: int = 20000
 

@@ -9,7 +9,8 @@ As dot-product vectors (sum_m D_m wide):
 A user with no training item gets the zero vector (scores 0 everywhere). Items with no
 interactions are scored from their features like any other. Nothing is learnt (evaluated once,
 as epoch 0). New items from `recommend --item-features` are not scored: a run keeps no item
-encoder (the vector would be the item's concatenated unit features; not wired, see README).
+encoder (`scores_new_items` is False; the vector would be the item's concatenated unit features,
+but recommend.py's new-item path is LIRDRec's encoder).
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def ease_weights(gram: torch.Tensor, l2: float) -> torch.Tensor:
 def check_item_limit(n_items: int, limit: int) -> None:
     """Refuse a catalog whose dense I x I matrices would not be "a few 10^4 items" small."""
     if n_items > limit:
-        gigabytes = 24 * n_items**2 / 1e9
+        gigabytes = 32 * n_items**2 / 1e9  # G, G + l2 I, its factor; B in float32
         raise ValueError(
             f"train.ease_max_items: ease builds dense item x item matrices; this catalog has "
             f"{n_items} items, over the limit of {limit} (it would need about {gigabytes:.0f} GB "
