@@ -2,8 +2,9 @@
 
 MMRec's settings: d 64, lr 1e-3, batch 2048, patience 20, seed 999, up to 1000 epochs; its grids
 are BPR reg_weight {1e-1 .. 1e-5} and LightGCN n_layers {1..4} x reg_weight {1e-2 .. 1e-6}. The
-grid searched here (default: MMRec's full grid, cut to --max-configs by a seeded sample; or the
-subset given with --grid) is a model.search run chosen by VALID Recall@20; the selected config's
+grid is searched here as categorical ranges (default: MMRec's full grid; or the subset given with
+--grid) by pipeline.search, --max-configs seeded TPE trials without pruning (each trained as MMRec
+does, to early stopping), chosen by VALID Recall@20; the selected config's
 test Recall@20 / NDCG@20 are compared with the published BPR 0.0575 / 0.0249 and LightGCN
 0.0754 / 0.0328 (target: within 5% relative). --seeds retrains the selected config at more seeds
 and compares their mean too (one seed's spread is of the order of the gap being tested). Run
@@ -26,9 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.lirdrec_data import ROOT, amazon, describe  # noqa: E402
-from model.config import SearchConfig, TrainConfig  # noqa: E402
-from model.search import format_table, run_search  # noqa: E402
+from model.config import SearchConfig, SearchParam, TrainConfig  # noqa: E402
 from model.train import train  # noqa: E402
+from pipeline.search import format_table, run_search  # noqa: E402
 
 PUBLISHED = {"bpr": (0.0575, 0.0249), "lightgcn": (0.0754, 0.0328)}  # test R@20, N@20
 MMREC_GRIDS = {
@@ -52,16 +53,18 @@ def main() -> None:
     print(f"baby: {describe(data)}")
     base = TrainConfig(model=args.model, embedding_size=64, learning_rate=1e-3, batch_size=2048,
                        patience=20, seed=999, num_threads=args.threads)
-    search = SearchConfig(grid=args.grid or MMREC_GRIDS[args.model],
-                          max_configs=args.max_configs, max_epochs=args.max_epochs)
+    grid = args.grid or MMREC_GRIDS[args.model]
+    search = SearchConfig(space={name: SearchParam(kind="categorical", choices=values)
+                                 for name, values in grid.items()},
+                          n_trials=args.max_configs, max_epochs=args.max_epochs, prune=False)
     result = run_search(base, search, data, args.out / args.model,
                         log=lambda line: print(line, flush=True))
     print(format_table(result))
-    report(args.model, f"selected {result.best['overrides']} (best epoch {result.best['best_epoch']})",
+    report(args.model, f"selected {result.best['params']} (best epoch {result.best['best_epoch']})",
            result.best["test"]["recall@20"], result.best["test"]["ndcg@20"])
     if not args.seeds:
         return
-    selected = dataclasses.replace(base, **result.best["overrides"])
+    selected = dataclasses.replace(base, **result.best["params"])
     recalls, ndcgs = [result.best["test"]["recall@20"]], [result.best["test"]["ndcg@20"]]
     for seed in [int(s) for s in args.seeds.split(",")]:
         metrics = train(dataclasses.replace(selected, seed=seed), data,

@@ -107,11 +107,13 @@ def _fan_out(stage_task, config_path: str, force: bool, shards: int) -> None:
 
 @task(name="train")
 @_one_line_errors
-def train_task(config_path: str, force: bool = False):
+def train_task(config_path: str, force: bool = False, search: bool = False):
     from pipeline.stages import train_stage
 
     config = load_config(config_path)
-    result = train_stage(config, force=force, log=get_run_logger().info)
+    result = train_stage(config, force=force, search=search, log=get_run_logger().info)
+    if result.search_table is not None:
+        reports.search_trials(config, result.search_table)
     reports.training(config, result.runs)
     return _finish(result, value=str(result.run_dir))
 
@@ -176,9 +178,10 @@ def extract_flow(config: str, force: Force = None) -> None:
 
 
 @flow(name="train")
-def train_flow(config: str, force: Force = None) -> str:
+def train_flow(config: str, force: Force = None, search: bool = False) -> str:
+    """Train [train] and its comparisons; with `search`, the [search] study's selection first."""
     _config(config)
-    return _value(train_task(config, force=bool(parse_force(force))))
+    return _value(train_task(config, force=bool(parse_force(force)), search=search))
 
 
 @flow(name="rank")

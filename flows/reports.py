@@ -17,7 +17,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from extractors.redact import redact_value
+from extractors.redact import redact, redact_value
 from model.run import RunFolder
 from pipeline import report
 from pipeline.config import Config
@@ -60,15 +60,36 @@ def training(config: Config, runs: list[Path]) -> None:
             key=_key(config, "metrics-mean-std"),
             description="Mean ± std over seeds, per model",
         )
+    run = RunFolder(runs[0])
+    history, n_epochs = report.history_rows(run.path)
+    shown = (f"all {n_epochs} epochs" if len(history) == n_epochs else
+             f"{len(history)} of its {n_epochs} epochs (evenly spaced, with the best)")
     create_table_artifact(
-        redact_value(report.history_rows(runs[0])),
+        redact_value(history),
         key=_key(config, "history"),
-        description=f"Per-epoch history of {runs[0].name}",
+        description=redact(f"Per-epoch history of {run.name}: {shown}; every epoch is in "
+                           f"{run.history}"),
+    )
+    # the PNG is no text to redact; the words around it are
+    create_markdown_artifact(
+        report.training_curves_markdown(run.training_curves, redact(
+            f"Valid Recall@20 per epoch of every run (the best epoch starred) and each run's "
+            f"training loss; saved as `{run.training_curves}`.")),
+        key=_key(config, "training-curves"),
+        description="Valid Recall@20 and training loss per epoch, every run",
     )
     create_markdown_artifact(
         redact_value(report.inputs_markdown(runs[0])),
         key=_key(config, "inputs"),
         description="Feature provenance",
+    )
+
+
+def search_trials(config: Config, search_table: Path) -> None:
+    create_table_artifact(
+        redact_value(report.search_rows(search_table)),
+        key=_key(config, "search"),
+        description="Search trials, selected by valid Recall@20 (test shown, never used)",
     )
 
 

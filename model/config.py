@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from model.registry import MODELS
@@ -125,27 +125,127 @@ def resolve_mm_weights(config: TrainConfig, modalities: list[str]) -> dict[str, 
     return {name: float(config.mm_weights[name]) for name in modalities}
 
 
+SPACE_KINDS = ("float", "int", "categorical")
+
+
 @dataclass(frozen=True)
-class SearchConfig:
-    """A grid search over TrainConfig fields, chosen by VALID Recall@20, within a budget."""
+class SearchParam:
+    """The range one TrainConfig field is searched over: a `[search.space.<field>]` table.
+
+    `kind = "float"` or `"int"` takes `low`, `high` (both included), optional `step`, and `log`
+    (a log-uniform range, low > 0); `kind = "categorical"` takes `choices` (numbers, strings or
+    booleans).
+    """
 
     __pydantic_config__ = {"extra": "forbid"}
 
-    grid: dict[str, list[Any]] = field(default_factory=dict)  # TrainConfig field -> values
-    max_configs: int = 6  # grid points trained at most (a seeded sample when the grid is larger)
-    max_epochs: int = 0  # epochs per config at most; 0 = the train config's `epochs`
-    sample_seed: int = 0  # which grid points are kept when the grid exceeds max_configs
+    kind: str  # "float" | "int" | "categorical"
+    low: int | float | None = None  # float and int: the smallest value
+    high: int | float | None = None  # float and int: the largest value (included)
+    log: bool = False  # float and int: sample log-uniformly (needs low > 0)
+    step: int | float | None = None  # float and int: a grid step from low; unset = continuous (int: 1)
+    choices: list[Any] | None = None  # categorical: the values
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """An Optuna search over TrainConfig fields (seeded TPE, median pruning), chosen by VALID
+    Recall@20 (never test), within a budget of trials and seconds; resumable from its SQLite file.
+    """
+
+    __pydantic_config__ = {"extra": "forbid"}
+
+    space: dict[str, SearchParam] = field(default_factory=dict)  # TrainConfig field -> its range
+    n_trials: int = 10  # the study's total of finished (complete or pruned) trials; a rerun adds the missing ones
+    timeout_s: float = 0.0  # stop starting trials after this many seconds of this call; 0 = no limit
+    max_epochs: int = 0  # epochs per trial at most; 0 = the train config's `epochs` (the selected point retrains in full)
+    seed: int = 0  # the TPE sampler's seed: the same seed on the same data proposes the same points
+    startup_trials: int = 5  # random trials before TPE models the results
+    prune: bool = True  # stop a trial whose best valid Recall@20 is below the median of earlier trials at the same epoch
+    prune_after_trials: int = 3  # complete trials before any trial is pruned
+    prune_from_epoch: int = 3  # the first epoch at which a trial may be pruned
 
     def __post_init__(self) -> None:
+        if not self.space:
+            raise ValueError("search.space: empty; add a [search.space.<train field>] table, e.g. "
+                             '[search.space.learning_rate] kind = "float", low = 1e-4, high = 1e-2, '
+                             "log = true")
         known = {f.name for f in fields(TrainConfig)}
-        for name, values in self.grid.items():
+        for name, param in self.space.items():
             if name not in known:
-                raise ValueError(f"search.grid.{name}: not a train config field "
+                raise ValueError(f"search.space.{name}: not a train config field "
                                  f"(known: {sorted(known)})")
-            if not isinstance(values, list | tuple) or not values:
-                raise ValueError(f"search.grid.{name}: expected a non-empty list of values")
-        _at_least("search.max_configs", self.max_configs, 1)
+            _check_param(f"search.space.{name}", param)
+            field_type = next(f.type for f in fields(TrainConfig) if f.name == name)
+            if param.kind in ("float", "int") and field_type not in ("float", "int") or \
+                    param.kind == "float" and field_type == "int":
+                raise ValueError(f"search.space.{name}: kind {param.kind!r} does not fit the "
+                                 f"train field's type {field_type}"
+                                 + ('; use kind = "int"' if field_type == "int" else
+                                    '; use kind = "categorical" with choices'))
+        _at_least("search.n_trials", self.n_trials, 1)
+        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, int | float) \
+                or not math.isfinite(self.timeout_s) or self.timeout_s < 0:
+            raise ValueError(f"search.timeout_s: expected a number >= 0, got {self.timeout_s!r}")
         _at_least("search.max_epochs", self.max_epochs, 0)
+        if not isinstance(self.prune, bool):
+            raise ValueError(f"search.prune: expected true or false, got {self.prune!r}")
+        _at_least("search.startup_trials", self.startup_trials, 0)
+        _at_least("search.prune_after_trials", self.prune_after_trials, 0)
+        _at_least("search.prune_from_epoch", self.prune_from_epoch, 0)
+
+
+def _check_param(key: str, param: SearchParam) -> None:
+    """A range's own consistency (the values' types and TrainConfig's limits: check_space)."""
+    if param.kind not in SPACE_KINDS:
+        raise ValueError(f"{key}.kind: expected one of {list(SPACE_KINDS)}, got {param.kind!r}")
+    numeric = ("low", "high", "log", "step")
+    if param.kind == "categorical":
+        given = [name for name in numeric if getattr(param, name) not in (None, False)]
+        if given:
+            raise ValueError(f"{key}: {given} are not keys of kind \"categorical\" (it takes choices)")
+        if not isinstance(param.choices, list | tuple) or not param.choices:
+            raise ValueError(f"{key}.choices: expected a non-empty list of values")
+        for value in param.choices:
+            if value is not None and not isinstance(value, bool | int | float | str):
+                raise ValueError(f"{key}.choices: {value!r}: a choice must be a number, a string "
+                                 "or a boolean (Optuna stores choices as plain values)")
+        return
+    if param.choices is not None:
+        raise ValueError(f"{key}.choices: not a key of kind {param.kind!r} (it takes low and high)")
+    for name in ("low", "high") + (("step",) if param.step is not None else ()):
+        value = getattr(param, name)
+        wanted = int if param.kind == "int" else int | float
+        if value is None or isinstance(value, bool) or not isinstance(value, wanted) \
+                or not math.isfinite(value):
+            raise ValueError(f"{key}.{name}: expected {'an integer' if param.kind == 'int' else 'a number'} "
+                             f"for kind {param.kind!r}, got {value!r}")
+    if param.low > param.high:
+        raise ValueError(f"{key}: low = {param.low!r} > high = {param.high!r}")
+    if param.log and param.low <= 0:
+        raise ValueError(f"{key}: a log range needs low > 0, got low = {param.low!r}")
+    if param.step is not None and param.step <= 0:
+        raise ValueError(f"{key}.step: must be > 0, got {param.step!r}")
+    if param.step is not None and param.log:
+        raise ValueError(f"{key}: step and log = true cannot be combined (Optuna samples either)")
+
+
+def space_values(space: dict[str, SearchParam]) -> dict[str, list[Any]]:
+    """For each field, the values its range can reach at the edges: low and high, or every choice."""
+    return {name: list(param.choices) if param.kind == "categorical" else [param.low, param.high]
+            for name, param in space.items()}
+
+
+def check_space(base: TrainConfig, space: dict[str, SearchParam]) -> None:
+    """Every edge of the space makes a valid TrainConfig on `base`: a range that TrainConfig would
+    refuse (decay_weight up to 1.5, an embedding size lirdrec cannot take) fails before training."""
+    for name, values in space_values(space).items():
+        for value in values:
+            try:
+                replace(base, **{name: value})
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"search.space.{name}: {value!r} is not a valid value: {error}") \
+                    from None
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:

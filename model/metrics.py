@@ -8,9 +8,13 @@ Per user with n held-out items and binary hits h_1..h_K of the top K:
   Precision@K = sum(h) / K
   NDCG@K      = sum_r h_r / log2(r + 1)  /  sum_{r <= min(n, K)} 1 / log2(r + 1)
   MAP@K       = sum_r h_r * Precision@r  /  min(n, K)
+`evaluate_splits_per_user` keeps these per-user values (for significance tests across runs);
+`evaluate_splits` and `evaluate` report their means, so a mean is exactly np.mean of the values.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,8 +23,22 @@ METRICS = ("recall", "ndcg", "precision", "map")
 SCORE_BLOCK = 2**24  # floats per (users x items) score block when the chunk size is automatic
 
 
-def metrics_from_hits(hits: np.ndarray, n_held_out: np.ndarray, ks: tuple[int, ...]) -> dict:
-    """Per-metric SUMS over users from (U, K_max) top-K hit flags and (U,) held-out counts."""
+@dataclass(frozen=True)
+class UserMetrics:
+    """Every metric@k of each evaluated user (users with at least one held-out pair)."""
+
+    users: np.ndarray  # (U,) int64 user indices, ascending
+    values: dict[str, np.ndarray]  # "recall@20" -> (U,) float64, row u for users[u]
+
+    def means(self) -> dict[str, float]:
+        """The reported metrics: the mean over users of each metric@k ({} without users)."""
+        return {metric: float(np.mean(column)) for metric, column in self.values.items()} \
+            if len(self.users) else {}
+
+
+def metrics_from_hits(hits: np.ndarray, n_held_out: np.ndarray,
+                      ks: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Per-user metric@k, each (U,), from (U, K_max) top-K hit flags and (U,) held-out counts."""
     hits = hits.astype(np.float64)
     n_held_out = n_held_out.astype(np.float64)
     ranks = np.arange(1, hits.shape[1] + 1, dtype=np.float64)  # (K_max,)
@@ -28,15 +46,15 @@ def metrics_from_hits(hits: np.ndarray, n_held_out: np.ndarray, ks: tuple[int, .
     dcg = np.cumsum(hits / np.log2(ranks + 1.0), axis=1)  # (U, K_max)
     ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(ranks + 1.0))])  # (K_max+1,)
     precision_sum = np.cumsum(hits * cum_hits / ranks, axis=1)  # (U, K_max)
-    sums = {}
+    values = {}
     for k in ks:
         column = min(k, hits.shape[1]) - 1  # fewer candidates than K: the list is just shorter
         relevant_in_k = np.minimum(n_held_out, k)
-        sums[f"recall@{k}"] = float((cum_hits[:, column] / n_held_out).sum())
-        sums[f"ndcg@{k}"] = float((dcg[:, column] / ideal[relevant_in_k.astype(np.int64)]).sum())
-        sums[f"precision@{k}"] = float((cum_hits[:, column] / k).sum())
-        sums[f"map@{k}"] = float((precision_sum[:, column] / relevant_in_k).sum())
-    return sums
+        values[f"recall@{k}"] = cum_hits[:, column] / n_held_out
+        values[f"ndcg@{k}"] = dcg[:, column] / ideal[relevant_in_k.astype(np.int64)]
+        values[f"precision@{k}"] = cum_hits[:, column] / k
+        values[f"map@{k}"] = precision_sum[:, column] / relevant_in_k
+    return values
 
 
 def evaluate(
@@ -69,9 +87,26 @@ def evaluate_splits(
     user_chunk: int = 0,
     candidate_items: np.ndarray | None = None,
 ) -> dict[str, tuple[dict[str, float], int]]:
-    """`evaluate` for several held-out sets at once (valid and test): a user's ranking (all
-    candidates, training items masked) does not depend on the held-out set, so each user is
-    scored and ranked once, and every set counts its hits in that one top-K."""
+    """`evaluate` for several held-out sets at once (valid and test), ranked once: the means and
+    user counts of `evaluate_splits_per_user`."""
+    scored = evaluate_splits_per_user(user_vectors, item_vectors, held_outs, train, ks,
+                                      user_chunk=user_chunk, candidate_items=candidate_items)
+    return {name: (per_user.means(), len(per_user.users)) for name, per_user in scored.items()}
+
+
+def evaluate_splits_per_user(
+    user_vectors: torch.Tensor,
+    item_vectors: torch.Tensor,
+    held_outs: dict[str, np.ndarray],
+    train: np.ndarray,
+    ks: tuple[int, ...],
+    *,
+    user_chunk: int = 0,
+    candidate_items: np.ndarray | None = None,
+) -> dict[str, UserMetrics]:
+    """Each held-out set's per-user metrics. A user's ranking (all candidates, training items
+    masked) does not depend on the held-out set, so each user is scored and ranked once, and
+    every set counts its hits in that one top-K."""
     n_items = item_vectors.shape[0]
     device = item_vectors.device
     if candidate_items is not None:
@@ -86,10 +121,10 @@ def evaluate_splits(
         column_of_item = np.arange(n_items, dtype=np.int64)
         candidate_vectors = item_vectors
     n_columns = candidate_vectors.shape[0]
-    results: dict[str, tuple[dict[str, float], int]] = {name: ({}, 0) for name in held_outs}
+    names = list(held_outs)
     held_outs = {name: pairs for name, pairs in held_outs.items() if len(pairs)}
     if not held_outs or n_columns == 0:
-        return results
+        return {name: _no_users(ks) for name in names}
 
     users = np.unique(np.concatenate([pairs[:, 0] for pairs in held_outs.values()]))  # (U_eval,)
     n_held_out, held_keys = {}, {}
@@ -107,7 +142,7 @@ def evaluate_splits(
     candidates = torch.as_tensor(candidate_items if candidate_items is not None
                                  else np.arange(n_items), device=device)
 
-    sums: dict[str, dict[str, float]] = {name: {} for name in held_outs}
+    pieces: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in held_outs}
     for start in range(0, len(users), chunk):
         chunk_users = users[start:start + chunk]  # (C,)
         user_index = torch.as_tensor(chunk_users, device=device)
@@ -122,12 +157,22 @@ def evaluate_splits(
             counts = n_held_out[name][start:start + chunk]
             found = torch.searchsorted(keys, top_keys).clamp_(max=len(keys) - 1)
             hits = (keys[found] == top_keys).cpu().numpy()[counts > 0]  # (C_set, k_max) bool
-            for metric, value in metrics_from_hits(hits, counts[counts > 0], ks).items():
-                sums[name][metric] = sums[name].get(metric, 0.0) + value
-    for name in held_outs:
-        n_users = int((n_held_out[name] > 0).sum())
-        results[name] = {metric: value / n_users for metric, value in sums[name].items()}, n_users
+            pieces[name].append(metrics_from_hits(hits, counts[counts > 0], ks))
+    results = {}
+    for name in names:
+        if name not in held_outs:
+            results[name] = _no_users(ks)
+            continue
+        results[name] = UserMetrics(
+            users=users[n_held_out[name] > 0].astype(np.int64),
+            values={metric: np.concatenate([piece[metric] for piece in pieces[name]])
+                    for metric in pieces[name][0]})
     return results
+
+
+def _no_users(ks: tuple[int, ...]) -> UserMetrics:
+    return UserMetrics(np.zeros(0, dtype=np.int64),
+                       {f"{metric}@{k}": np.zeros(0) for k in ks for metric in METRICS})
 
 
 def _train_mask(train: np.ndarray, starts: np.ndarray, ends: np.ndarray,

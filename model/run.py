@@ -15,7 +15,11 @@ What a run holds (file names are those of earlier versions: existing run folders
   item_encoder.npz    what scoring a new item needs besides those weights (model/encode.py)
   history.jsonl       one line per epoch
   user_vectors.npy, item_vectors.npy   the vectors at the best-valid epoch
-  metrics.json        written last: a run with it is finished
+  metrics.json        written last by training: a run with it is finished
+  per_user.parquet    every evaluated user's metric@k of valid, test, test_warm, test_cold at the
+                      best-valid epoch (schema pipeline.schemas.PER_USER, written by the pipeline)
+  training_curves.png valid Recall@20 and training loss per epoch of this run and the [compare]
+                      runs trained beside it (in the [train] run's folder; flows publish it)
   user_ids.parquet, item_ids.parquet   row -> id of the vectors
   config.json         the run's own train config and the pipeline config it came from
   inputs.json         which feature stores (keys, provenance) and data fingerprint it read
@@ -164,6 +168,14 @@ class RunFolder:
     @property
     def metrics(self) -> Path:
         return self.path / "metrics.json"
+
+    @property
+    def per_user(self) -> Path:
+        return self.path / "per_user.parquet"
+
+    @property
+    def training_curves(self) -> Path:
+        return self.path / "training_curves.png"
 
     @property
     def user_ids(self) -> Path:

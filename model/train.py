@@ -12,7 +12,10 @@ after training, with the vectors saved at the best-valid epoch. Test is reported
 
 Run folder (model/run.py names its files): the resumable checkpoint, the best-valid weights with
 the run's own config and data fingerprint, the history, the best-valid vectors, for models
-that score new items the item encoder's catalog arrays, and metrics.json, written last.
+that score new items the item encoder's catalog arrays, and metrics.json, written last. The
+per-user metrics of valid, test, test_warm and test_cold (`TrainResult.per_user`, from the
+best-valid vectors) are returned, not written: pipeline/training.py stores them as the run's
+per_user.parquet.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from model.checkpoint import load_checkpoint
 from model.config import SELECTION_METRIC, TrainConfig
 from model.data import RecData
 from model.dtype import run_feature_dtype
-from model.metrics import evaluate, evaluate_splits
+from model.metrics import UserMetrics, evaluate_splits, evaluate_splits_per_user
 from model.registry import uses_features
 from model.run import RunFolder, config_dict, read_torch, write_json, write_npz, write_torch
 from model.sampling import NegativeSampler
@@ -46,11 +49,18 @@ class TrainResult:
     best_epoch: int
     epochs_run: int
     metrics: dict[str, Any]
+    per_user: dict[str, UserMetrics] = dataclasses.field(default_factory=dict)  # split -> users
 
 
 def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = True,
-          log: Callable[[str], None] = print) -> TrainResult:
-    """Train `config.model` on `data`, writing the run folder; resumes from its checkpoint."""
+          log: Callable[[str], None] = print,
+          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train `config.model` on `data`, writing the run folder; resumes from its checkpoint.
+
+    `on_epoch(epoch, valid_metrics)` is called after each evaluated epoch, once its checkpoint is
+    written (a search's pruning hook). An exception it raises ends training there and leaves the
+    folder resumable but unfinished: metrics.json is not written and test is never scored.
+    """
     run = RunFolder(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     if config.num_threads:
@@ -94,6 +104,8 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
         run.save_vectors(*line.pop("_vectors"))
         history.append(line)
         best_epoch, best_score, stopped = 0, line["valid"][SELECTION_METRIC], True
+        if on_epoch is not None:
+            on_epoch(0, line["valid"])
 
     while not stopped and epoch < config.epochs:
         epoch += 1
@@ -143,20 +155,23 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
             "stopped": stopped, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
             "torch_rng": torch.get_rng_state()})
+        if on_epoch is not None:
+            on_epoch(epoch, line["valid"])
     if stopped and trainable:
         log(f"early stop: valid {SELECTION_METRIC} did not improve for {bad_epochs} epochs")
 
     if type(model).scores_new_items and run.best_model.exists():
         _save_item_encoder(model, data, run)
-    metrics = _final_metrics(config, data, run, device, history, best_epoch, build_seconds,
-                             fingerprint, model.fitted())
+    per_user = per_user_metrics(config, data, run, device)
+    metrics = _final_metrics(config, data, per_user, history, best_epoch, build_seconds,
+                             device, fingerprint, model.fitted())
     write_json(run.metrics, metrics)
     cold_note = (f"cold R@20 {metrics['test_cold']['recall@20']:.4f}, {metrics['n_cold_items']} cold "
                  "items ranked among themselves" if metrics["test_cold"] else "no cold items")
     log(f"best epoch {best_epoch}: test R@20 {metrics['test'].get('recall@20', float('nan')):.4f} "
         f"N@20 {metrics['test'].get('ndcg@20', float('nan')):.4f}  ({cold_note})")
     return TrainResult(run_dir=run.path, best_epoch=best_epoch, epochs_run=len(history),
-                       metrics=metrics)
+                       metrics=metrics, per_user=per_user)
 
 
 def _evaluate_epoch(config: TrainConfig, data: RecData, model: torch.nn.Module,
@@ -187,23 +202,41 @@ def _save_item_encoder(model: torch.nn.Module, data: RecData, run: RunFolder) ->
     write_npz(run.item_encoder, catalog_encoder(model, data.features))
 
 
-def _final_metrics(config: TrainConfig, data: RecData, run: RunFolder, device: torch.device,
-                   history: list[dict], best_epoch: int, build_seconds: float,
-                   fingerprint: str, fitted: dict[str, Any]) -> dict[str, Any]:
-    """metrics.json: valid at the best epoch, test (all / warm / cold) from the saved vectors,
-    and what building the model chose on valid (`fitted`: EASE's l2; {} for the others)."""
+def per_user_metrics(config: TrainConfig, data: RecData, run: RunFolder,
+                     device: torch.device) -> dict[str, UserMetrics]:
+    """valid, test, test_warm and test_cold per user, from the saved best-valid vectors.
+
+    valid, test and test_warm share one ranking over all items; test_cold ranks the cold items
+    only (no user when the split holds no cold item). Needs only the vectors and the split:
+    what a run of an earlier version, finished without per-user metrics, is completed with.
+    """
     user_vectors, item_vectors = (torch.from_numpy(v).to(device) for v in run.load_vectors())
     cold = data.cold_items
     is_cold = np.zeros(data.n_items, dtype=bool)
     is_cold[cold] = True
     ks, chunk = config.topk, config.eval_user_chunk
-    test, n_test = evaluate(user_vectors, item_vectors, data.test, data.train, ks,
-                            user_chunk=chunk)
-    warm, n_warm = evaluate(user_vectors, item_vectors, data.test[~is_cold[data.test[:, 1]]],
-                            data.train, ks, user_chunk=chunk)
-    cold_metrics, n_cold = evaluate(user_vectors, item_vectors, data.test, data.train, ks,
-                                    user_chunk=chunk, candidate_items=cold) if len(cold) \
-        else ({}, 0)
+    held_outs = {"valid": data.valid, "test": data.test,
+                 "test_warm": data.test[~is_cold[data.test[:, 1]]]}
+    scored = evaluate_splits_per_user(user_vectors, item_vectors, held_outs, data.train, ks,
+                                      user_chunk=chunk)
+    scored.update(evaluate_splits_per_user(user_vectors, item_vectors, {"test_cold": data.test},
+                                           data.train, ks, user_chunk=chunk,
+                                           candidate_items=cold))
+    return scored
+
+
+def _final_metrics(config: TrainConfig, data: RecData, per_user: dict[str, UserMetrics],
+                   history: list[dict], best_epoch: int, build_seconds: float,
+                   device: torch.device, fingerprint: str,
+                   fitted: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json: valid at the best epoch (its history line), test (all / warm / cold) as the
+    means of the per-user metrics of the saved vectors, and what building the model chose on
+    valid (`fitted`: EASE's l2; {} for the others)."""
+    test, warm, cold_metrics = (per_user[name].means() for name in ("test", "test_warm",
+                                                                     "test_cold"))
+    n_test, n_warm, n_cold = (len(per_user[name].users) for name in ("test", "test_warm",
+                                                                      "test_cold"))
+    cold = data.cold_items
     best = next(line for line in history if line["epoch"] == best_epoch)
     trained = [line for line in history if line["loss"] is not None]
     feature_dtype = run_feature_dtype(config, device, log=None) \

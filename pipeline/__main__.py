@@ -39,7 +39,7 @@ def _main(argv: list[str] | None) -> int:
         sub.add_argument("--config", required=True, type=Path, help="the run's TOML config")
         sub.add_argument("--force", action="store_true", help="recompute even what is up to date")
         if stage == "train":
-            sub.add_argument("--search", action="store_true", help="run the config's [search] grid, then train the point it selects")
+            sub.add_argument("--search", action="store_true", help="run the config's [search] study (its missing trials), then train the point it selects in full")
             sub.add_argument("--fresh", action="store_true", help="start over instead of resuming")
     rank = commands.add_parser("rank", help="FAISS index + each user's top-K candidates for a run")
     rank.add_argument("--run", required=True, type=Path, help="the run folder that `train` printed")

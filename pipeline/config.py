@@ -35,7 +35,7 @@ from extractors.config import (
     default_modalities,
 )
 from extractors.redact import register_key_variable, register_url
-from model.config import SearchConfig, TrainConfig
+from model.config import SearchConfig, TrainConfig, check_space
 
 
 class ConfigError(ValueError):
@@ -210,20 +210,40 @@ class Config(_Section):
             raise ValueError(f"compare.baselines: {error}") from None
         return self
 
+    @field_validator("search", mode="before")
+    @classmethod
+    def _no_grid_keys(cls, search: Any) -> Any:
+        """The grid search's keys (before issue 10) say how to write them for the Optuna search."""
+        moved = {
+            "grid": 'each field as [search.space.<field>] kind = "categorical", choices = '
+            "[its values] (or a float / int range)",
+            "max_configs": "n_trials (the study's total of finished trials)",
+            "sample_seed": "seed (the TPE sampler's seed)",
+        }
+        for key in moved:
+            if isinstance(search, dict) and key in search:
+                raise ValueError(f"{key}: removed with the grid search; write {moved[key]} "
+                                 "(README: Hyper-parameter search)")
+        return search
+
     @field_validator("search")
     @classmethod
-    def _grid_values_are_typed(cls, search: SearchConfig | None) -> SearchConfig | None:
-        """Each grid value must have its [train] field's type, strictly ("1e-3" is no number)."""
-        for name, values in (search.grid if search else {}).items():
+    def _choices_are_typed(cls, search: SearchConfig | None, info: ValidationInfo
+                           ) -> SearchConfig | None:
+        """Each categorical choice must have its [train] field's type, strictly ("1e-3" is no
+        number), and every edge of the space must be a valid [train] (before any trial trains)."""
+        for name, param in (search.space if search else {}).items():
             adapter = TypeAdapter(_TRAIN_TYPES[name])
-            for index, value in enumerate(values):
+            for index, value in enumerate(param.choices or ()):
                 try:
                     adapter.validate_json(json.dumps(value), strict=True)
                 except ValidationError as error:
                     problem = error.errors()[0]
                     raise ValueError(
-                        f"grid.{name}[{index}] = {value!r}: {problem['msg']}"
+                        f"space.{name}.choices[{index}] = {value!r}: {problem['msg']}"
                     ) from None
+        if search is not None and "train" in info.data:  # else [train]'s own error is reported
+            check_space(info.data["train"], search.space)
         return search
 
     @field_validator("modalities")

@@ -93,6 +93,21 @@ CANDIDATES = pa.schema(
     ]
 )
 
+# runs/<run_id>/per_user.parquet: every evaluated user's metric@k at the best-valid epoch, long
+# layout (one row per split, user, metric and k; the means are metrics.json's). Provenance: the
+# run, its best epoch and data fingerprint. Read back with pipeline.per_user.read_per_user.
+PER_USER_SPLITS = ("valid", "test", "test_warm", "test_cold")
+PER_USER = pa.schema(
+    [
+        pa.field("split", pa.string(), nullable=False),  # one of PER_USER_SPLITS
+        pa.field("user_index", pa.int64(), nullable=False),  # row of user_vectors / user_ids
+        pa.field("user_id", pa.string(), nullable=False),  # user_ids.parquet's id of that row
+        pa.field("metric", pa.string(), nullable=False),  # recall, ndcg, precision, map
+        pa.field("k", pa.int32(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+    ]
+)
+
 
 def with_provenance(schema: pa.Schema, provenance: dict) -> pa.Schema:
     """The schema with `provenance` (model id, revision, prompt, dim, code version...) as JSON metadata."""

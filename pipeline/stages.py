@@ -9,8 +9,10 @@ ingest is skipped when its inputs (the dataset files' sizes and times, the datas
 config) are those the catalog was built from and every catalog file is there; caption and embed
 compute only items whose (input hash, model key) the store lacks, and rewrite CURRENT each run;
 train is skipped when the run folder named by its inputs holds every file of a finished run
-(metrics.json with its inputs record, vectors, id maps, config, and for feature models the item
-encoder); rank when the run's candidates, index and rank record are there and newer than its
+(metrics.json with its inputs record, vectors, id maps, config, per-user metrics, and for feature
+models the item encoder; a finished run that lacks only per_user.parquet, one of an earlier
+version, gets it computed from its saved vectors, not trained again); the training curves of the
+[train] and [compare] runs are drawn when any of them was computed (or the picture is missing); rank when the run's candidates, index and rank record are there and newer than its
 vectors.
 """
 
@@ -36,6 +38,7 @@ class StageResult:
     summary: object  # the stage function's own summary (printable)
     run_dir: Path | None = None  # train and rank: the run folder
     runs: list[Path] = field(default_factory=list)  # train: every run folder (model + comparisons)
+    search_table: Path | None = None  # train --search: the trials table (search.json)
 
     def __str__(self) -> str:
         return str(self.summary)
@@ -144,21 +147,26 @@ def train_stage(
 ) -> StageResult:
     """Train the config's model and its [compare] runs; skip each run whose metrics exist.
 
-    With `search`, the [search] grid runs first (within its budget, selected on VALID Recall@20)
-    and the selected point replaces [train] for this call.
+    With `search`, the [search] study runs first (its missing trials within the budget, selected
+    on VALID Recall@20) and the selected point, trained in full, replaces [train] for this call.
     """
     from pipeline import training
 
-    lines = []
+    lines, search_table = [], None
     if search:
-        table, selected = training.search(config, log=log)
+        table, selected, search_table = training.search(config, log=log)
         config = config.model_copy(update={"train": selected})
         lines.append(table)
     runs = training.current_runs(config)
     ran = False
     for train_config, run in zip(config.compare.train_configs(config.train), runs, strict=True):
         missing = training.missing_outputs(run, train_config)
-        if force or missing:
+        if not force and missing == [run.per_user.name]:
+            log(f"{run.path}: {run.per_user.name} missing; computing it from the saved vectors")
+            training.complete_per_user(config, train_config, run)
+            ran = True
+            lines.append(f"per-user metrics added to {run.path}")
+        elif force or missing:
             if missing and run.metrics.exists():
                 log(f"{run.path}: {', '.join(missing)} missing; training it again")
             training.train(config, train_config=train_config, resume=not force, log=log)
@@ -166,8 +174,12 @@ def train_stage(
             lines.append(f"trained {run.path}")
         else:
             lines.append(f"up to date {run.path}")
+    if ran or not runs[0].training_curves.exists():
+        from pipeline.report import write_training_curves
+
+        write_training_curves([run.path for run in runs])
     return StageResult("train", ran, "\n".join(lines), run_dir=runs[0].path,
-                       runs=[run.path for run in runs])
+                       runs=[run.path for run in runs], search_table=search_table)
 
 
 def rank_stage(config: Config, run_dir: Path, force: bool = False) -> StageResult:

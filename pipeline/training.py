@@ -1,7 +1,7 @@
 """Train stage: catalog + feature stores -> RecData -> model.train, in a run folder named by its inputs.
 
 The run folder's files are named by model.run.RunFolder; this module writes the ones the pipeline
-adds (ids, config snapshot, inputs record) and leaves the rest to model.train.
+adds (ids, config snapshot, inputs record, per-user metrics) and leaves the rest to model.train.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from extractors.redact import redact
 from model.run import RunFolder, write_json, write_text
 from pipeline import schemas
 from pipeline.config import Config, config_from_snapshot
+from pipeline.per_user import write_per_user
 from pipeline.splits import catalog_order, codes_in
 from pipeline.store import (
     PartStore,
@@ -206,8 +207,26 @@ def train(config: Config, *, resume: bool = True, train_config: TrainConfig | No
                 "they get the modality's mean vector"
             )
     result = train_model(train_config, inputs.data, run.path, resume=resume, log=log)
+    write_per_user(run, result.per_user, inputs.user_ids, _per_user_provenance(result.metrics))
     _add_inputs_to_metrics(run, inputs)
     return result
+
+
+def complete_per_user(config: Config, train_config: TrainConfig, run: RunFolder) -> None:
+    """per_user.parquet for a finished run trained before runs kept it: evaluated from its saved
+    best-valid vectors on the split (the run folder is named by these inputs), no training."""
+    from model.build import resolve_device
+    from model.train import per_user_metrics
+
+    inputs = load_inputs(config, with_features=False)  # the ranking needs only the vectors
+    per_user = per_user_metrics(train_config, inputs.data, run, resolve_device(train_config.device))
+    write_per_user(run, per_user, inputs.user_ids,
+                   _per_user_provenance(run.read_json(run.metrics)))
+
+
+def _per_user_provenance(metrics: dict) -> dict:
+    return {"best_epoch": metrics["best_epoch"], "data_fingerprint": metrics["data_fingerprint"],
+            "vectors": "best-valid epoch"}
 
 
 def _inputs_record(inputs: TrainInputs) -> dict:
@@ -237,12 +256,15 @@ def _add_inputs_to_metrics(run: RunFolder, inputs: TrainInputs) -> None:
 
 def missing_outputs(run: RunFolder, train_config: TrainConfig) -> list[str]:
     """What a finished run of `train_config` lacks: missing files, or metrics.json without the
-    inputs record (a run killed between the two writes of metrics.json). Empty when complete."""
+    inputs record (a run killed between the two writes of metrics.json). Empty when complete.
+    per_user.parquet is listed last: a run of an earlier version lacks only it."""
     from model.registry import scores_new_items
 
     missing = [path.name for path in run.missing_outputs(scores_new_items(train_config.model))]
     if not missing and "inputs" not in run.read_json(run.metrics):
         missing.append(f"{run.metrics.name} (its inputs record)")
+    if not run.per_user.exists():
+        missing.append(run.per_user.name)
     return missing
 
 
@@ -268,29 +290,26 @@ def current_runs(config: Config) -> list[RunFolder]:
     return folders
 
 
-def search(config: Config, log=print) -> tuple[str, TrainConfig]:
-    """The config's [search] grid on its data, chosen by VALID Recall@20 within the budget.
+def search(config: Config, log=print) -> tuple[str, TrainConfig, Path]:
+    """The config's [search] study on its data (pipeline/search.py), chosen by VALID Recall@20.
 
-    Returns a markdown table of the trained points and the selected TrainConfig: the config's
-    [train] with the winning overrides and its own `epochs` (the budget's max_epochs only bounds
-    the search runs), for `train(config, train_config=...)` to train in full.
+    Returns the markdown table of every trial, the selected TrainConfig (the config's [train]
+    with the best trial's params and its own `epochs`: max_epochs only bounds the trials) for
+    `train(config, train_config=...)` to train in full, and the search's search.json.
     """
-    from model.search import format_table, run_search
-
     if config.search is None:
-        raise ValueError(f"{config.source}: --search needs a [search] section with a grid")
+        raise ValueError(f"{config.source}: --search needs a [search] section with a "
+                         "[search.space.<field>] table")
     from model.registry import uses_features
+    from pipeline.search import SearchFolder, digest, format_table, run_search, study_identity
 
     inputs = load_inputs(config, with_features=uses_features(config.train.model))
-    digest = hashlib.blake2b(
-        (
-            json.dumps(dataclasses.asdict(config.search), sort_keys=True, default=str)
-            + inputs.fingerprint()
-        ).encode(),
-        digest_size=6,
-    ).hexdigest()
-    run_root = StoreLayout(config.store).runs / f"search-{config.train.model}-{digest}"
-    result = run_search(config.train, config.search, inputs.data, run_root, log=log)
-    selected = dataclasses.replace(config.train, **result.best["overrides"])
-    table = format_table(result) + f"\nselected by valid recall@20; runs under {run_root}"
-    return table, selected
+    fingerprint = inputs.fingerprint()
+    name = digest(study_identity(config.train, config.search, fingerprint))[:12]
+    folder = SearchFolder(StoreLayout(config.store).runs / f"search-{config.train.model}-{name}")
+    result = run_search(config.train, config.search, inputs.data, folder.path,
+                        data_fingerprint=fingerprint, log=log)
+    selected = dataclasses.replace(config.train, **result.best["params"])
+    table = (format_table(result) + f"\nselected trial {result.best_number} by valid recall@20 "
+             f"(test shown, never used); trials under {folder.path}")
+    return table, selected, folder.table

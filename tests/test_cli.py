@@ -107,15 +107,20 @@ def test_unknown_user_is_a_clear_error(trained):
 def test_search_then_trains_the_selected_point_in_full(trained):
     root, config, run_dir = trained
     searched = root / "searched.toml"
-    searched.write_text(config.read_text() + "\n[search]\ngrid = { learning_rate = [1e-4, 1e-2] }\n"
-                        "max_configs = 2\nmax_epochs = 1\n")
+    searched.write_text(config.read_text() + "\n[search]\nn_trials = 2\nmax_epochs = 1\n"
+                        '[search.space.learning_rate]\nkind = "categorical"\nchoices = [1e-4, 1e-2]\n')
     result = cli("train", "--config", str(searched), "--search")
-    table = json.loads((next((root / "store-tiny" / "runs").glob("search-lirdrec-*")) / "search.json").read_text())
-    chosen = table["rows"][table["best_index"]]
-    assert all(row["epochs_run"] == 1 for row in table["rows"])  # the budget bounds the search runs
+    folder = next((root / "store-tiny" / "runs").glob("search-lirdrec-*"))
+    table = json.loads((folder / "search.json").read_text())
+    chosen = next(row for row in table["rows"] if row["number"] == table["best_number"])
+    assert len(table["rows"]) == 2 and (folder / "optuna.sqlite3").exists()
+    assert all(row["epochs_run"] == 1 for row in table["rows"])  # the budget bounds the trials
+    assert "| trial | state | params |" in result.stdout  # the CLI prints the trials table
     final = json.loads((Path(result.stdout.strip().splitlines()[-1]) / "metrics.json").read_text())
-    assert final["config"]["learning_rate"] == chosen["overrides"]["learning_rate"]
+    assert final["config"]["learning_rate"] == chosen["params"]["learning_rate"]
     assert final["epochs_run"] == 3  # the selected point trained with the config's own epochs
+    again = cli("train", "--config", str(searched), "--search")  # the study is complete: resumes
+    assert "2 of 2 trials finished, running 0" in again.stdout + again.stderr
 
 
 def test_run_folder_files_and_checkpoints(trained):

@@ -196,7 +196,11 @@ dimensions = 256
         ('[train]\nlearning_rate = "1e-3"', r"train\.learning_rate: Input should be a valid number, got '1e-3'"),
         ('[compare.baselines.bpr]\nepochs = "3"', r"compare\.baselines\.bpr\.epochs: Input should be a valid integer"),
         ('[compare.baselines.bpr]\nlr = 0.1', r"compare\.baselines\.bpr\.lr: Extra inputs are not permitted"),
-        ('[search]\ngrid = { reg_weight = ["1e-3"] }', r"search: grid\.reg_weight\[0\] = '1e-3': Input should be a valid number"),
+        ('[search.space.reg_weight]\nkind = "categorical"\nchoices = ["1e-3"]', r"search: space\.reg_weight\.choices\[0\] = '1e-3': Input should be a valid number"),
+        ('[search]\ngrid = { reg_weight = [1e-3] }', r"search: grid: removed with the grid search; write each field as \[search\.space\.<field>\] kind = \"categorical\""),
+        ('[search]\nmax_configs = 3', r"search: max_configs: removed with the grid search; write n_trials"),
+        ('[search.space.decay_weight]\nkind = "float"\nlow = 0.5\nhigh = 1.5', r"search: search\.space\.decay_weight: 1\.5 is not a valid value: train\.decay_weight"),
+        ('[search.space.learning_rate]\nkind = "float"\nlow = 0\nhigh = 1e-2\nlog = true', r"search: search\.space\.learning_rate: a log range needs low > 0"),
         ("[split]\nseed = 2024-01-01", r"split\.seed: a TOML date/time is no config value"),
     ],
 )
@@ -213,7 +217,7 @@ def test_strict_types_still_take_ints_for_floats_and_arrays_for_tuples(config_di
         config_dir,
         GOOD.replace("cold_item_share = 0.1", "cold_item_share = 0")
         + "\n[train]\nlearning_rate = 1\ntopk = [10, 20]\n[compare.baselines.bpr]\nlearning_rate = 1\n"
-        + "[search]\ngrid = { learning_rate = [1, 1e-3] }\n",
+        + "[search.space.learning_rate]\nkind = \"categorical\"\nchoices = [1, 1e-3]\n",
     )
     config = load_config(path)
     assert config.split.cold_item_share == 0.0 and isinstance(config.split.cold_item_share, float)

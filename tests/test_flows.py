@@ -39,6 +39,19 @@ def task_states(flow_state) -> dict[str, str]:
     return states
 
 
+def flow_artifacts(flow_state) -> dict[str, object]:
+    """{key: artifact} of the keyed artifacts one flow run (and its tasks) made."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    flow_run_id = flow_state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {artifact.key: artifact for artifact in artifacts if artifact.key}
+
+
 def test_rerun_table(prefect_api, tiny):
     from flows.dag import caption_flow, extract_and_train
 
@@ -53,6 +66,13 @@ def test_rerun_table(prefect_api, tiny):
         "rank": "Completed",
     }
     run_dir = first.result()
+    # beside the history table: the training curves as an inline PNG, also kept in the run folder
+    artifacts = flow_artifacts(first)
+    curves = artifacts["tiny-training-curves"]
+    assert curves.type == "markdown" and "](data:image/png;base64,iVBORw0KGgo" in curves.data
+    assert (Path(run_dir) / "training_curves.png").read_bytes().startswith(b"\x89PNG")
+    assert artifacts["tiny-history"].type == "table"
+    assert (Path(run_dir) / "per_user.parquet").exists()
 
     # nothing changed: every stage finds its store up to date
     again = extract_and_train(str(config), return_state=True)
@@ -233,3 +253,69 @@ def test_the_demo_streams_each_stages_progress_and_every_epoch(prefect_api, tmp_
     assert "Embedding streamed, shard 1/1: 12/12 items" in text
     assert "valid R@20" in text and "epoch    1" in text
     assert text.index("Captioning") < text.index("Embedding") < text.index("epoch    1")
+
+
+def test_ctrl_c_during_the_demo_cancels_the_run_and_stops_what_it_started(prefect_api, tmp_path):
+    """`make demo` interrupted mid-training: exit 130, the flow run cancelled, `serve` and the
+    flow-run process gone, the server it did not start left up, the checkpoint kept."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from urllib.parse import urlparse
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.settings import PREFECT_API_URL
+
+    catalog = make_catalog(tmp_path / "catalog", n_items=12, n_users=8)
+    config = write_config(tmp_path, catalog, name="interrupted")
+    config.write_text(config.read_text().replace("epochs = 3\npatience = 2",
+                                                 "epochs = 100000\npatience = 100000"))
+    home = tmp_path / "home"
+    env = {**os.environ, "PREFECT_HOME": str(home),
+           "DEMO_PREFECT_PORT": str(urlparse(PREFECT_API_URL.value()).port)}
+    root = Path(__file__).resolve().parents[1]
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as stderr_file:
+        demo = subprocess.Popen([sys.executable, "-m", "flows.server", "demo", str(config)],
+                                cwd=root, env=env, stdout=subprocess.PIPE, stderr=stderr_file,
+                                text=True)
+    try:
+        deadline = time.monotonic() + 180
+        for line in demo.stdout:  # interrupt once training is under way
+            if "valid R@20" in line or time.monotonic() > deadline:
+                break
+        assert "valid R@20" in line, "training never started"
+        demo.send_signal(signal.SIGINT)
+        demo.communicate(timeout=90)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    stderr = errors.read_text()
+    assert demo.returncode == 130, stderr
+    assert "interrupted: stopping the run" in stderr and "rerun `make demo`" in stderr
+    assert "Traceback" not in stderr
+    assert not (home / "serve.pid").exists()
+    engines = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+               and _environ_has(p, f"PREFECT_HOME={home}") and _cmdline_has(p, "prefect.engine")]
+    assert engines == [], "a flow-run process outlived the demo"
+    with get_client(sync_client=True) as client:  # the server was up before: it stays up
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
+            name=DeploymentFilterName(any_=["interrupted"])))
+    assert [run.state.type.value for run in runs] == ["CANCELLED"]
+    assert list((tmp_path / "store-interrupted" / "runs").glob("*/checkpoint.pt"))
+
+
+def _environ_has(proc: Path, entry: str) -> bool:
+    try:
+        return entry.encode() in (proc / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def _cmdline_has(proc: Path, word: str) -> bool:
+    try:
+        return word.encode() in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False

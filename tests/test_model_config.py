@@ -3,7 +3,7 @@
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from model.config import SearchConfig, TrainConfig, resolve_mm_weights
+from model.config import SearchConfig, SearchParam, TrainConfig, resolve_mm_weights
 
 
 class RunConfig(BaseModel):
@@ -40,20 +40,23 @@ def test_bad_values_name_the_field(field, value, message):
 
 def test_pydantic_embedding_forbids_unknown_keys_and_coerces_lists():
     run = RunConfig.model_validate({"train": {"topk": [5, 10, 20], "mm_weights": {"a": 1.0}},
-                                    "search": {"grid": {"reg_weight": [1e-2, 1e-3]}}})
+                                    "search": {"space": {"reg_weight": {
+                                        "kind": "float", "low": 1e-4, "high": 1e-2, "log": True}}}})
     assert run.train.topk == (5, 10, 20)
-    assert run.search.grid == {"reg_weight": [1e-2, 1e-3]}
+    assert run.search.space == {"reg_weight": SearchParam("float", 1e-4, 1e-2, log=True)}
+    with pytest.raises(ValidationError, match="search.space.reg_weight.high"):
+        RunConfig.model_validate({"search": {"space": {"reg_weight": {"kind": "float", "low": 0}}}})
     with pytest.raises(ValidationError, match="knn"):
         RunConfig.model_validate({"train": {"knn": 5}})
     with pytest.raises(ValidationError, match="train.epochs"):
         RunConfig.model_validate({"train": {"epochs": -1}})
 
 
-def test_search_grid_keys_must_be_train_fields():
-    with pytest.raises(ValueError, match="search.grid.lr"):
-        SearchConfig(grid={"lr": [1e-3]})
+def test_search_space_keys_must_be_train_fields():  # the other range errors: tests/test_search.py
+    with pytest.raises(ValueError, match="search.space.lr"):
+        SearchConfig(space={"lr": SearchParam("categorical", choices=[1e-3])})
     with pytest.raises(ValueError, match="non-empty"):
-        SearchConfig(grid={"reg_weight": []})
+        SearchConfig(space={"reg_weight": SearchParam("categorical", choices=[])})
 
 
 def test_mm_weights_must_name_the_data_modalities():

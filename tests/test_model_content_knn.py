@@ -57,7 +57,7 @@ def test_content_knn_run_learns_and_ranks_cold_items_from_their_features(tmp_pat
 
     # a finished run without best_model.pt / item_encoder.npz is complete: not retrained forever
     run = RunFolder(tmp_path)
-    for path in (run.config, run.inputs, run.user_ids, run.item_ids):
+    for path in (run.config, run.inputs, run.user_ids, run.item_ids, run.per_user):
         path.write_text("{}")
     write_json(run.metrics, {**metrics, "inputs": {}})
     assert missing_outputs(run, config) == []

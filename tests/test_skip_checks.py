@@ -10,8 +10,9 @@ import pytest
 from model.run import RunFolder
 from pipeline import stages
 from pipeline.config import Config, load_config
+from pipeline.per_user import read_per_user
 from pipeline.schemas import CAPTIONS
-from pipeline.store import CURRENT_FILE, PartStore, StoreLayout, current_key
+from pipeline.store import CURRENT_FILE, PartStore, StoreError, StoreLayout, current_key
 from tests.test_datasets_mmrec import ROWS, write_inter
 
 pytestmark = pytest.mark.slow
@@ -55,6 +56,33 @@ def test_train_completes_metrics_killed_before_its_inputs_record(ranked):
     run.metrics.write_text(json.dumps(metrics))
     assert stages.train_stage(config, log=lambda _: None).ran
     assert json.loads(run.metrics.read_text())["inputs"] == inputs
+
+
+def test_a_run_without_per_user_metrics_gets_them_from_its_vectors_not_trained_again(ranked):
+    """A run of an earlier version (no per_user.parquet): the train stage evaluates its saved
+    vectors; no weight, vector, history or metrics file is rewritten."""
+    config, run = ranked
+    before = read_per_user(run.path)
+    run.per_user.unlink()
+    with pytest.raises(StoreError, match="predates per-user metrics"):
+        read_per_user(run.path)
+    files = (run.checkpoint, run.best_model, run.user_vectors, run.history, run.metrics)
+    written = {path: path.stat().st_mtime_ns for path in files}
+    lines = []
+    assert stages.train_stage(config, log=lines.append).ran
+    assert any("per_user.parquet missing; computing it from the saved vectors" in line
+               for line in lines)
+    assert {path: path.stat().st_mtime_ns for path in files} == written
+    after = read_per_user(run.path)
+    metrics = json.loads(run.metrics.read_text())
+    for split, (users, values) in after.items():
+        assert users.tolist() == before[split][0].tolist()
+        assert len(users) == metrics["n_users"][split]
+        for name, column in values.items():
+            assert column.tolist() == before[split][1][name].tolist()
+            if split != "valid":  # valid is the best epoch's history line
+                assert np.mean(column) == metrics[split][name]
+    assert not stages.train_stage(config, log=lambda _: None).ran
 
 
 @pytest.mark.parametrize("name", ["candidates", "index", "rank_record"])

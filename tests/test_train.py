@@ -49,11 +49,21 @@ def test_early_stopping_after_patience_plus_one_bad_epochs(tmp_path):
 
 def test_cold_items_are_ranked_among_themselves(tmp_path):
     data = hold_out_items(planted_data(n_users=80), 0.2, seed=0)
-    metrics = train(CONFIG, data, tmp_path, **QUIET).metrics
+    result = train(CONFIG, data, tmp_path, **QUIET)
+    metrics = result.metrics
     assert metrics["n_cold_items"] == 8
     assert set(metrics["test_cold"]) == set(metrics["test"])
     assert 0 < metrics["n_users"]["test_cold"] < metrics["n_users"]["test"]
     assert metrics["test_warm"] != metrics["test"]
+    # per-user metrics of every split: their means are what metrics.json reports
+    assert set(result.per_user) == {"valid", "test", "test_warm", "test_cold"}
+    for split, per_user in result.per_user.items():
+        assert len(per_user.users) == metrics["n_users"][split]
+        assert all(len(values) == len(per_user.users) for values in per_user.values.values())
+    for split in ("test", "test_warm", "test_cold"):
+        assert result.per_user[split].means() == metrics[split]  # exactly: the same numbers
+    # valid: recomputed from the saved best-valid vectors, the ranking of the best epoch
+    assert result.per_user["valid"].means() == pytest.approx(metrics["valid"], rel=1e-9)
 
 
 def test_finished_run_resumes_to_the_same_metrics(tmp_path):

@@ -1,6 +1,7 @@
-"""The Prefect UI in headless Chromium: a tiny extract-and-train's metrics, captions and history
-artifacts render, each page checked for the text only the rendered artifact shows (its table's
-first header and cell) through bench/screenshot_ui.py's DevTools driver. Skipped only where no
+"""The Prefect UI in headless Chromium: a tiny extract-and-train's metrics, captions, history and
+training-curve artifacts render, each page checked for the text only the rendered artifact shows
+(its table's first header and cell, the markdown's heading) through bench/screenshot_ui.py's
+DevTools driver, and the curves page for its inline PNG drawn as an image. Skipped only where no
 Chromium is installed."""
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(find_chromium() is None, reason="no Chromium installed (apt-get install chromium)"),
 ]
+# data: images on the page that the browser decoded (a broken image has naturalWidth 0)
+DRAWN_DATA_IMAGES = """[...document.images]
+  .filter(image => image.src.startsWith('data:image/png;base64,') && image.naturalWidth > 0)
+  .length"""
 FLOW = """
 import sys
 from flows.dag import extract_and_train
@@ -73,7 +78,7 @@ def ui_server(tmp_path_factory):
         log.close()
 
 
-def test_metrics_captions_and_history_render_in_the_ui(ui_server, tiny_catalog, tmp_path):
+def test_metrics_captions_history_and_curves_render_in_the_ui(ui_server, tiny_catalog, tmp_path):
     ui, env = ui_server
     root, catalog, _ = tiny_catalog
     from tests.support.catalog import write_config
@@ -85,7 +90,8 @@ def test_metrics_captions_and_history_render_in_the_ui(ui_server, tiny_catalog, 
     api = f"{ui}/api"
     flow_run = screenshot_ui.latest_flow_run(api, "extract-and-train")
     artifacts = screenshot_ui.run_artifacts(api, flow_run["id"])
-    wanted = {f"artifact-browser-{what}" for what in ("metrics", "captions", "history")}
+    wanted = {f"artifact-browser-{what}"
+              for what in ("metrics", "captions", "history", "training-curves")}
     pages = [page for page in screenshot_ui.pages_for(flow_run, artifacts)
              if page.name in wanted or page.name == "flow-run-artifacts"]
     assert {page.name for page in pages} >= wanted, [a.get("key") for a in artifacts]
@@ -97,6 +103,11 @@ def test_metrics_captions_and_history_render_in_the_ui(ui_server, tiny_catalog, 
                 out = tmp_path / f"{page.name}.png"
                 problems[page.name] = screenshot_ui.capture(tools, ui + page.path, page, out, 90)
                 assert out.stat().st_size > 10_000, page.name  # a picture, not a blank page
+                if page.name == "artifact-browser-training-curves":
+                    drawn = tools.call("Runtime.evaluate", expression=DRAWN_DATA_IMAGES,
+                                       returnByValue=True)["result"]["value"]
+                    if drawn != 1:
+                        problems[page.name].append(f"{drawn} drawn data: PNG images, not 1")
         finally:
             tools.close()
             os.killpg(process.pid, signal.SIGTERM)
