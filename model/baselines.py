@@ -32,6 +32,7 @@ class BPRMF(nn.Module):
     """Matrix factorisation: one free d-vector per user and per item."""
 
     uses_features: ClassVar[bool] = False
+    scores_new_items: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
@@ -52,6 +53,10 @@ class BPRMF(nn.Module):
     def start_epoch(self, epoch: int) -> None:
         """No per-epoch schedule."""
 
+    def fitted(self) -> dict:
+        """Nothing is chosen while building."""
+        return {}
+
     def batch_loss(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
                    users: torch.Tensor, positives: torch.Tensor,
                    negatives: torch.Tensor) -> torch.Tensor:
@@ -65,6 +70,7 @@ class LightGCN(nn.Module):
     """LightGCN (He et al., SIGIR 2020): free embeddings propagated, layers averaged."""
 
     uses_features: ClassVar[bool] = False
+    scores_new_items: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
@@ -93,6 +99,10 @@ class LightGCN(nn.Module):
     def start_epoch(self, epoch: int) -> None:
         """No per-epoch schedule."""
 
+    def fitted(self) -> dict:
+        """Nothing is chosen while building."""
+        return {}
+
     def batch_loss(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
                    users: torch.Tensor, positives: torch.Tensor,
                    negatives: torch.Tensor) -> torch.Tensor:
@@ -106,6 +116,7 @@ class Popularity(nn.Module):
     """Most-popular: every user scores an item by its training interaction count."""
 
     uses_features: ClassVar[bool] = False
+    scores_new_items: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
@@ -120,3 +131,7 @@ class Popularity(nn.Module):
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.user_ones, self.item_counts
+
+    def fitted(self) -> dict:
+        """Nothing is chosen while building."""
+        return {}

@@ -17,14 +17,17 @@ SELECTION_METRIC = "recall@20"  # early stopping and search both select on VALID
 class TrainConfig:
     """One training run: the model, its hyper-parameters and the trainer's settings.
 
-    Defaults are the LIRDRec reference settings (SPEC-lirdrec.md section 6). The ID-only
-    baselines read the fields they need: `lightgcn` uses `n_ui_layers` as LightGCN's n_layers
-    (layer MEAN, as in MMRec), `bpr` and `lightgcn` use `reg_weight` as MMRec's EmbLoss weight.
+    Defaults are the LIRDRec reference settings (SPEC-lirdrec.md section 6). The baselines read
+    the fields they need: `lightgcn` uses `n_ui_layers` as LightGCN's n_layers
+    (layer MEAN, as in MMRec), `bpr` and `lightgcn` use `reg_weight` as MMRec's EmbLoss weight;
+    `ease` chooses its l2 from `ease_l2_grid` by VALID Recall@20; `content_knn` fuses its
+    modalities with `mm_weights`. Neither of those two trains (one evaluation, "epoch 0").
     """
 
     __pydantic_config__ = {"extra": "forbid"}
 
-    model: str = "lirdrec"  # a name of model/registry.py: "lirdrec" | "lightgcn" | "bpr" | "pop"
+    # a name of model/registry.py: "lirdrec" | "lightgcn" | "bpr" | "pop" | "ease" | "content_knn"
+    model: str = "lirdrec"
     embedding_size: int = 64  # d; LIRDRec vectors are (M+1)*d wide
     n_ui_layers: int = 2  # user-item propagation layers (LightGCN's n_layers for "lightgcn")
     n_mm_layers: int = 1  # item-item graph layers (L in h = r + A_mm^L r)
@@ -54,6 +57,11 @@ class TrainConfig:
     feature_dtype_force: bool = False
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     eval_test_every_epoch: bool = False  # also score test each epoch into history (costly)
+    # EASE's l2 candidates; the one with the best VALID Recall@20 is kept (metrics.json "fitted")
+    ease_l2_grid: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
+    # EASE inverts a dense item x item matrix (float64, ~32 * n_items^2 bytes at peak): larger
+    # catalogs are refused before anything is computed
+    ease_max_items: int = 20000
 
     def __post_init__(self) -> None:
         _one_of("model", self.model, tuple(MODELS))
@@ -63,7 +71,7 @@ class TrainConfig:
             raise ValueError(f"train.feature_dtype_force: expected true or false, "
                              f"got {self.feature_dtype_force!r}")
         for name in ("embedding_size", "knn_k", "knn_chunk", "knn_nprobe", "knn_hnsw_m",
-                     "knn_ef_search", "batch_size", "epochs"):
+                     "knn_ef_search", "batch_size", "epochs", "ease_max_items"):
             _at_least(f"train.{name}", getattr(self, name), 1)
         for name in ("n_ui_layers", "n_mm_layers", "knn_nlist", "patience", "eval_user_chunk",
                      "num_threads"):
@@ -90,6 +98,12 @@ class TrainConfig:
         if 20 not in topk:
             raise ValueError(f"train.topk: must contain 20 (selection is on Recall@20), got {topk}")
         object.__setattr__(self, "topk", tuple(int(k) for k in topk))
+        grid = tuple(self.ease_l2_grid)
+        if not grid or any(isinstance(l2, bool) or not isinstance(l2, int | float)
+                           or not math.isfinite(l2) or l2 <= 0 for l2 in grid):
+            raise ValueError(f"train.ease_l2_grid: expected a non-empty list of finite numbers "
+                             f"> 0, got {grid}")
+        object.__setattr__(self, "ease_l2_grid", tuple(float(l2) for l2 in grid))
         for name, weight in self.mm_weights.items():
             _finite_range(f"mm_weights.{name}", weight, 0.0, 1.0)
         if self.mm_weights and abs(sum(self.mm_weights.values()) - 1.0) > 1e-6:
@@ -100,7 +114,7 @@ class TrainConfig:
 def resolve_mm_weights(config: TrainConfig, modalities: list[str]) -> dict[str, float]:
     """The item-graph weight of each modality of the data; equal weights when none are given."""
     if not modalities:
-        raise ValueError("no modalities: lirdrec needs at least one feature matrix")
+        raise ValueError("no modalities: a feature model needs at least one feature matrix")
     if not config.mm_weights:
         return {name: 1.0 / len(modalities) for name in modalities}
     missing = sorted(set(modalities) - set(config.mm_weights))

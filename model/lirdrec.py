@@ -136,6 +136,7 @@ class LIRDRec(nn.Module):
     """The model: frozen features and graphs in, (U, S*d) user and (I, S*d) item vectors out."""
 
     uses_features: ClassVar[bool] = True
+    scores_new_items: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
@@ -276,3 +277,7 @@ class LIRDRec(nn.Module):
                    negatives: torch.Tensor) -> torch.Tensor:
         return lirdrec_loss(user_vectors, item_vectors, users, positives, negatives,
                             self.reg_weight)
+
+    def fitted(self) -> dict:
+        """Nothing is chosen while building (the trainer selects the epoch)."""
+        return {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     import torch
@@ -21,18 +21,25 @@ MODELS: dict[str, str] = {
     "lightgcn": "model.baselines:LightGCN",
     "bpr": "model.baselines:BPRMF",
     "pop": "model.baselines:Popularity",
+    "ease": "model.ease:EASE",
+    "content_knn": "model.content_knn:ContentKNN",
 }
 
 
 class Recommender(Protocol):
     """What the trainer, the evaluator and the rank stage use of a model (a torch nn.Module).
 
-    A model with `uses_features` can also score items it never saw (SPEC section 8): it then
+    A model without trainable parameters (pop, ease, content_knn) is evaluated once, as epoch 0;
+    `start_epoch` and `batch_loss` are then never called.
+
+    A model with `scores_new_items` can score items it never saw (SPEC section 8): it then
     provides `encoder_only(config, n_users, feature_dims)` and what model/encode.py calls
-    (`item_streams`, `propagated_rows`, `n_mm_layers`, `mm_adjacency`), as LIRDRec does.
+    (`item_streams`, `propagated_rows`, `n_mm_layers`, `mm_adjacency`), as LIRDRec does; its runs
+    keep best_model.pt and item_encoder.npz. Only a `uses_features` model can.
     """
 
     uses_features: ClassVar[bool]  # reads the feature stores (else ID-only: no features loaded)
+    scores_new_items: ClassVar[bool]  # `recommend --item-features` works on its runs
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
@@ -54,6 +61,11 @@ class Recommender(Protocol):
         """The training loss of one batch of (user, positive, negative) triples."""
         ...
 
+    def fitted(self) -> dict[str, Any]:
+        """What building the model chose from the data (EASE: its l2, on valid), for
+        metrics.json's "fitted"; {} when it chose nothing."""
+        ...
+
 
 def model_class(name: str) -> type[Recommender]:
     if name not in MODELS:
@@ -65,3 +77,8 @@ def model_class(name: str) -> type[Recommender]:
 def uses_features(name: str) -> bool:
     """Whether the model `name` reads item features (imports the model's module)."""
     return model_class(name).uses_features
+
+
+def scores_new_items(name: str) -> bool:
+    """Whether runs of the model `name` can score new items from their features."""
+    return model_class(name).scores_new_items

@@ -11,10 +11,11 @@ after training, with the vectors saved at the best-valid epoch. Test is reported
   one cold test item. Empty ({}) when the split holds no cold item.
 
 Run folder (model/run.py names its files): the resumable checkpoint, the best-valid weights with
-the run's own config and data fingerprint, the history, the best-valid vectors, for feature
-models the item encoder's catalog arrays, and metrics.json, written last. The per-user metrics
-of valid, test, test_warm and test_cold (`TrainResult.per_user`, from the best-valid vectors) are
-returned, not written: pipeline/training.py stores them as the run's per_user.parquet.
+the run's own config and data fingerprint, the history, the best-valid vectors, for models
+that score new items the item encoder's catalog arrays, and metrics.json, written last. The
+per-user metrics of valid, test, test_warm and test_cold (`TrainResult.per_user`, from the
+best-valid vectors) are returned, not written: pipeline/training.py stores them as the run's
+per_user.parquet.
 """
 
 from __future__ import annotations
@@ -159,11 +160,11 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
     if stopped and trainable:
         log(f"early stop: valid {SELECTION_METRIC} did not improve for {bad_epochs} epochs")
 
-    if type(model).uses_features and run.best_model.exists():
+    if type(model).scores_new_items and run.best_model.exists():
         _save_item_encoder(model, data, run)
     per_user = per_user_metrics(config, data, run, device)
     metrics = _final_metrics(config, data, per_user, history, best_epoch, build_seconds,
-                             device, fingerprint)
+                             device, fingerprint, model.fitted())
     write_json(run.metrics, metrics)
     cold_note = (f"cold R@20 {metrics['test_cold']['recall@20']:.4f}, {metrics['n_cold_items']} cold "
                  "items ranked among themselves" if metrics["test_cold"] else "no cold items")
@@ -226,9 +227,11 @@ def per_user_metrics(config: TrainConfig, data: RecData, run: RunFolder,
 
 def _final_metrics(config: TrainConfig, data: RecData, per_user: dict[str, UserMetrics],
                    history: list[dict], best_epoch: int, build_seconds: float,
-                   device: torch.device, fingerprint: str) -> dict[str, Any]:
+                   device: torch.device, fingerprint: str,
+                   fitted: dict[str, Any]) -> dict[str, Any]:
     """metrics.json: valid at the best epoch (its history line), test (all / warm / cold) as the
-    means of the per-user metrics of the saved vectors."""
+    means of the per-user metrics of the saved vectors, and what building the model chose on
+    valid (`fitted`: EASE's l2; {} for the others)."""
     test, warm, cold_metrics = (per_user[name].means() for name in ("test", "test_warm",
                                                                      "test_cold"))
     n_test, n_warm, n_cold = (len(per_user[name].users) for name in ("test", "test_warm",
@@ -240,7 +243,8 @@ def _final_metrics(config: TrainConfig, data: RecData, per_user: dict[str, UserM
         if uses_features(config.model) else None
     return {
         "model": config.model, "best_epoch": best_epoch, "epochs_run": len(trained),
-        "valid": best["valid"], "test": test, "test_warm": warm, "test_cold": cold_metrics,
+        "fitted": fitted, "valid": best["valid"], "test": test, "test_warm": warm,
+        "test_cold": cold_metrics,
         "n_users": {"valid": _count_users(data.valid), "test": n_test, "test_warm": n_warm,
                     "test_cold": n_cold},
         "n_cold_items": int(len(cold)),

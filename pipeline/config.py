@@ -168,7 +168,8 @@ TrainOverrides.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[
 class CompareConfig(_Section):
     """Models trained beside [train] on the same data, and the seeds every model is repeated with."""
 
-    # model name ("lightgcn", "bpr", "pop", "lirdrec") -> [train] fields it overrides
+    # model name ("lightgcn", "bpr", "pop", "ease", "content_knn", "lirdrec") -> [train] fields
+    # it overrides
     baselines: dict[str, TrainOverrides] = Field(default_factory=dict)
     seeds: list[int] = Field(default_factory=list)  # empty: the [train] seed alone
 

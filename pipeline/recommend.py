@@ -58,14 +58,17 @@ def score_new_item(run_dir: Path, item_features: dict[str, np.ndarray]) -> np.nd
     """
     from model.config import resolve_mm_weights
     from model.encode import UNIT_PREFIX, encode_new_items
-    from model.registry import model_class, uses_features
+    from model.registry import MODELS, model_class, scores_new_items, uses_features
 
     run = RunFolder(run_dir)
-    best = read_torch(run.best_model)
+    best = read_torch(run.best_model) if run.best_model.exists() else {}
     train_config = _train_config(run, best)
-    if not uses_features(train_config.model):
+    if not scores_new_items(train_config.model):
+        kind = "a features-only baseline" if uses_features(train_config.model) else "ID-only model"
+        able = [name for name in MODELS if scores_new_items(name)]
         raise ValueError(
-            f"{run.path}: a {train_config.model} run has no item encoder (ID-only model)"
+            f"{run.path}: a {train_config.model} run has no item encoder ({kind}); new items "
+            f"can be scored with a run of {', '.join(able)}"
         )
     if not run.item_encoder.exists():  # a run of an earlier version: build it once
         _write_item_encoder(run, train_config, best)

@@ -95,18 +95,27 @@ def run_metrics(run_dir: Path) -> dict:
 
 
 def metrics_rows(runs: list[Path]) -> list[dict]:
-    """One row per run: model, seed, best epoch, valid/test/test-cold Recall and NDCG @10/@20."""
+    """One row per run: model, seed, best epoch, what it fitted on valid (EASE's l2), and
+    valid/test/test-cold Recall and NDCG @10/@20."""
     rows = []
     for run_dir in runs:
         metrics = run_metrics(run_dir)
         seed = metrics.get("config", {}).get("seed")
-        row = {"model": metrics["model"], "seed": seed, "best_epoch": metrics["best_epoch"]}
+        row = {"model": metrics["model"], "seed": seed, "best_epoch": metrics["best_epoch"],
+               "fitted": fitted_text(metrics.get("fitted") or {})}
         for part in ("valid", "test", "test_cold"):
             for name in METRIC_COLUMNS:
                 value = metrics.get(part, {}).get(name)
                 row[f"{part} {name}"] = None if value is None else round(value, 4)
         rows.append(row)
     return rows
+
+
+def fitted_text(fitted: dict) -> str | None:
+    """metrics.json's "fitted" as `name=value` of its single values ("l2=300"); None when empty."""
+    parts = [f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+             for name, value in fitted.items() if not isinstance(value, list | dict)]
+    return ", ".join(parts) or None
 
 
 def mean_std_rows(rows: list[dict]) -> list[dict]:
@@ -118,7 +127,7 @@ def mean_std_rows(rows: list[dict]) -> list[dict]:
     for model, group in by_model.items():
         summary = {"model": model, "seeds": len(group)}
         for column in group[0]:
-            if column in ("model", "seed", "best_epoch"):
+            if column in ("model", "seed", "best_epoch", "fitted"):
                 continue
             values = [r[column] for r in group if r[column] is not None]
             if values:

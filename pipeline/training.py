@@ -258,9 +258,9 @@ def missing_outputs(run: RunFolder, train_config: TrainConfig) -> list[str]:
     """What a finished run of `train_config` lacks: missing files, or metrics.json without the
     inputs record (a run killed between the two writes of metrics.json). Empty when complete.
     per_user.parquet is listed last: a run of an earlier version lacks only it."""
-    from model.registry import uses_features
+    from model.registry import scores_new_items
 
-    missing = [path.name for path in run.missing_outputs(uses_features(train_config.model))]
+    missing = [path.name for path in run.missing_outputs(scores_new_items(train_config.model))]
     if not missing and "inputs" not in run.read_json(run.metrics):
         missing.append(f"{run.metrics.name} (its inputs record)")
     if not run.per_user.exists():

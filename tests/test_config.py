@@ -255,3 +255,38 @@ def test_snapshots_round_trip_and_old_flat_snapshots_still_load(config_dir):
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps(old))
     assert run_config(run).caption == DescriptorCaptionConfig()
+
+
+def test_ease_is_a_compare_baseline_with_its_keys(config_dir):
+    path = write(
+        config_dir,
+        GOOD + "\n[compare.baselines.ease]\nease_l2_grid = [10, 300.0]\nease_max_items = 5000\n",
+    )
+    config = load_config(path)
+    _, ease = config.compare.train_configs(config.train)
+    assert ease.model == "ease" and ease.ease_l2_grid == (10.0, 300.0)
+    assert ease.ease_max_items == 5000
+
+
+def test_content_knn_is_a_compare_baseline_with_its_weights(config_dir):
+    path = write(
+        config_dir,
+        GOOD + "\n[compare.baselines.content_knn]\nmm_weights = { image = 0.25, text = 0.75 }\n",
+    )
+    config = load_config(path)
+    _, content_knn = config.compare.train_configs(config.train)
+    assert content_knn.model == "content_knn" and content_knn.mm_weights["text"] == 0.75
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("[compare.baselines.ease]\nease_l2_grid = [100, 0]", r"train\.ease_l2_grid: expected a "
+         r"non-empty list of finite numbers > 0, got \(100\.0, 0\.0\)"),
+        ("[compare.baselines.ease]\nease_l2_grid = []", r"train\.ease_l2_grid: expected a non-empty"),
+        ("[train]\nease_max_items = 0", r"train\.ease_max_items: expected an integer >= 1, got 0"),
+    ],
+)
+def test_bad_ease_keys_are_named(config_dir, table, message):
+    with pytest.raises(ConfigError, match=rf"{write(config_dir, GOOD + table)}: .*{message}"):
+        load_config(config_dir / "run.toml")
