@@ -66,9 +66,14 @@ class EASE(nn.Module):
     scores_new_items: ClassVar[bool] = False
 
     @classmethod
+    def check_fits(cls, config: TrainConfig, data: RecData) -> None:
+        """Refuse a catalog past `ease_max_items` (a study calls this before any run)."""
+        check_item_limit(data.n_items, config.ease_max_items)
+
+    @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
                     log: Callable[[str], None] = print) -> EASE:
-        check_item_limit(data.n_items, config.ease_max_items)
+        cls.check_fits(config, data)
         matrix = interaction_matrix(data.n_users, data.n_items, data.train)
         users = torch.as_tensor(matrix.toarray(), dtype=torch.float32, device=device)  # (U, I)
         gram = torch.as_tensor((matrix.T @ matrix).toarray(), device=device)  # (I, I) float64

@@ -36,6 +36,9 @@ class Recommender(Protocol):
     provides `encoder_only(config, n_users, feature_dims)` and what model/encode.py calls
     (`item_streams`, `propagated_rows`, `n_mm_layers`, `mm_adjacency`), as LIRDRec does; its runs
     keep best_model.pt and item_encoder.npz. Only a `uses_features` model can.
+
+    A model that cannot take some data may provide `check_fits(config, data)`, raising ValueError
+    (EASE's item limit): a study calls it for every arm before training any.
     """
 
     uses_features: ClassVar[bool]  # reads the feature stores (else ID-only: no features loaded)

@@ -200,7 +200,7 @@ def run_study(config: Config, *, log: Callable[[str], None] = print,
     """Train every (arm, regime, seed) not yet finished, then write study.parquet, the summary,
     the markdown table and the plots into the study folder."""
     from model.build import resolve_device
-    from model.registry import uses_features
+    from model.registry import scores_new_items
     from model.train import per_user_metrics, train
     from pipeline.per_user import write_per_user
     from pipeline.training import load_inputs
@@ -227,7 +227,7 @@ def run_study(config: Config, *, log: Callable[[str], None] = print,
         data = arm_data(inputs.data, variants, job.arm, job.fraction, job.seed)
         settings = dataclasses.replace(job.arm.train, seed=job.seed)
         run = run_folder(layout, settings, data, job.arm)
-        if run.metrics.exists() and not run.missing_outputs(uses_features(settings.model)):
+        if run.metrics.exists() and not run.missing_outputs(scores_new_items(settings.model)):
             log(f"study {number}/{len(jobs)}: {job.describe()}: finished earlier ({run.path})")
             if not run.per_user.exists():  # killed between metrics.json and per_user.parquet
                 per_user = per_user_metrics(settings, data, run, resolve_device(settings.device))
@@ -268,7 +268,7 @@ def check_limits(arms: list[Arm], data: RecData) -> None:
     from model.registry import model_class
 
     for arm in arms:
-        check = getattr(model_class(arm.train.model), "check_size", None)
+        check = getattr(model_class(arm.train.model), "check_fits", None)  # optional (registry)
         if check is not None:
             check(arm.train, data)
 

@@ -216,3 +216,14 @@ def test_the_quick_preset_fills_what_is_left_out(tmp_path):
     study = config.study
     assert (study.seeds, study.train_fractions, study.max_epochs) == ([1, 2], [1.0, 0.2], 30)
     assert study.tune["bpr"].n_trials == 4
+
+
+def test_ease_past_its_item_limit_stops_the_study_before_any_run(tmp_path, capsys):
+    from pipeline.__main__ import main
+    from pipeline.study import study_layout
+
+    config = _config(tmp_path, "[study]\nmodels = ['pop', 'ease']\nmodality_subsets = []\n"
+                     "seeds = [1]\ntrain_fractions = [1.0]\noverrides.ease = { ease_max_items = 5 }\n")
+    assert main(["study", "--config", str(config.source)]) == 2
+    assert "train.ease_max_items" in capsys.readouterr().err
+    assert not study_layout(config).runs.exists()
