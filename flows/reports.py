@@ -39,6 +39,8 @@ def dataset_summary(config: Config) -> None:
 
 
 def sample_captions(config: Config) -> None:
+    if not any(modality.source == "caption" for modality in config.modalities.values()):
+        return  # the caption stage had nothing to do
     rows, captioner = report.caption_samples(config)
     description = f"Sample captions by {captioner}"
     if report.is_descriptor(captioner):

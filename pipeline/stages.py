@@ -123,6 +123,8 @@ def caption_stage(
 ) -> StageResult:
     from pipeline.extract.caption import caption_store, image_roots
 
+    if not any(modality.source == "caption" for modality in config.modalities.values()):
+        return StageResult("caption", False, "caption: no modality reads captions (nothing to do)")
     summary = caption_store(config.caption, config.store, image_roots(config), force=force,
                             progress=progress, shard=shard, on_progress=on_progress)
     return StageResult("caption", summary.computed + summary.failed + summary.dropped > 0, summary)
@@ -137,6 +139,8 @@ def embed_stage(
 ) -> StageResult:
     from pipeline.extract.embed import embed_store
 
+    if all(modality.source == "imported" for modality in config.modalities.values()):
+        return StageResult("embed", False, "embed: every modality is imported (nothing to embed)")
     summary = embed_store(config.embed, config.modalities, config.store, force=force,
                           progress=progress, shard=shard, on_progress=on_progress)
     return StageResult("embed", summary.computed + summary.failed + summary.dropped > 0, summary)
