@@ -51,7 +51,7 @@ class TrainConfig:
     eval_user_chunk: int = 0  # users scored at once; 0 = auto (score block <= 2**24 floats)
     topk: tuple[int, ...] = (5, 10, 20, 50)  # cut-offs of every metric; must contain 20
     # dtype of the wide feature products: "auto" = bfloat16 where a start-up micro-benchmark finds
-    # it native (faster than float32), else float32; an emulated "bfloat16" is refused unless
+    # it native (not emulated), else float32; an emulated "bfloat16" is refused unless
     # feature_dtype_force (model/dtype.py)
     feature_dtype: str = "auto"
     feature_dtype_force: bool = False

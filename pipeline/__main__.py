@@ -77,7 +77,7 @@ def _main(argv: list[str] | None) -> int:
             run_stages(["rank"], run_config(args.run), force=args.force, run_dir=args.run)
         else:
             config = load_config(args.config)
-            stages = {"all": ["ingest", "caption", "embed", "train"],
+            stages = {"all": ["ingest", "caption", "embed", "train", "rank"],
                       "study": ["ingest", "caption", "embed", "study"]}.get(args.command,
                                                                            [args.command])
             run_stages(stages, config, force=getattr(args, "force", False),

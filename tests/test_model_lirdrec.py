@@ -15,8 +15,10 @@ from model.lirdrec import LIRDRec, dct_rows, idct_rows, pwc_attention
 from model.train import train
 from tests.support.synthetic import planted_data
 
+# float32 pinned: these tests compare computations to 1e-4, and "auto" takes bfloat16 on a CPU
+# that runs it natively (AVX512-BF16, AMX)
 CONFIG = TrainConfig(embedding_size=8, knn_k=3, learning_rate=1e-2, epochs=15, patience=15,
-                     batch_size=64, device="cpu", topk=(5, 10, 20))
+                     batch_size=64, device="cpu", topk=(5, 10, 20), feature_dtype="float32")
 
 
 def build(data: RecData, config: TrainConfig = CONFIG, seed: int = 0):
