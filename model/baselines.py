@@ -4,6 +4,8 @@ BPR-MF and LightGCN follow MMRec's models (the published Baby numbers come from 
 initialisation (normal for BPR, uniform for LightGCN), BPR loss plus reg_weight * EmbLoss, where
 EmbLoss = (||u||_F + ||i+||_F + ||i-||_F) / batch on the batch's EGO embeddings (not squared);
 LightGCN averages its layers (E_0..E_L MEAN), unlike LIRDRec's sum.
+Neither trains data-parallel: a norm of the whole batch's rows (||.||_F, not squared) is no sum
+of the processes' slices, so no per-process weighting gives the single-process gradient.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class BPRMF(nn.Module):
     """Matrix factorisation: one free d-vector per user and per item."""
 
     uses_features: ClassVar[bool] = False
+    data_parallel: ClassVar[bool] = False  # EmbLoss: unsquared norms of the batch's rows
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
@@ -65,6 +68,7 @@ class LightGCN(nn.Module):
     """LightGCN (He et al., SIGIR 2020): free embeddings propagated, layers averaged."""
 
     uses_features: ClassVar[bool] = False
+    data_parallel: ClassVar[bool] = False  # EmbLoss: unsquared norms of the batch's rows
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
@@ -106,6 +110,7 @@ class Popularity(nn.Module):
     """Most-popular: every user scores an item by its training interaction count."""
 
     uses_features: ClassVar[bool] = False
+    data_parallel: ClassVar[bool] = True  # nothing to train: the processes share the evaluation
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,

@@ -30,9 +30,12 @@ class Recommender(Protocol):
     A model with `uses_features` can also score items it never saw (SPEC section 8): it then
     provides `encoder_only(config, n_users, feature_dims)` and what model/encode.py calls
     (`item_streams`, `propagated_rows`, `n_mm_layers`, `mm_adjacency`), as LIRDRec does.
+    A trainable model with `data_parallel` provides `loss_terms` (model/distributed.py).
     """
 
     uses_features: ClassVar[bool]  # reads the feature stores (else ID-only: no features loaded)
+    # trains on several processes exactly (its loss splits into batch rows and a batch-free term)
+    data_parallel: ClassVar[bool]
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
@@ -54,6 +57,13 @@ class Recommender(Protocol):
         """The training loss of one batch of (user, positive, negative) triples."""
         ...
 
+    def loss_terms(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
+                   users: torch.Tensor, positives: torch.Tensor,
+                   negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean ranking loss over the batch's rows, a term that does not see the batch) whose
+        sum is batch_loss: what a data-parallel step weights and counts once (data_parallel)."""
+        ...
+
 
 def model_class(name: str) -> type[Recommender]:
     if name not in MODELS:
@@ -65,3 +75,8 @@ def model_class(name: str) -> type[Recommender]:
 def uses_features(name: str) -> bool:
     """Whether the model `name` reads item features (imports the model's module)."""
     return model_class(name).uses_features
+
+
+def data_parallel(name: str) -> bool:
+    """Whether the model `name` trains on several processes exactly (imports the model's module)."""
+    return model_class(name).data_parallel
