@@ -78,7 +78,12 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
-    model = build_model(config, data, device, log)
+    build_config = config
+    if world is not None and uses_features(config.model):  # rank 0's feature dtype everywhere
+        dtype = world.broadcast(run_feature_dtype(config, device, None).resolved
+                                if world.main else None)
+        build_config = dataclasses.replace(config, feature_dtype=dtype, feature_dtype_force=True)
+    model = build_model(build_config, data, device, log)
     build_seconds = time.perf_counter() - started
     log(f"{config.model}: {data.n_users} users, {data.n_items} items, {len(data.train)} train "
         f"pairs, {sum(p.numel() for p in model.parameters())} parameters, device {device}, "
