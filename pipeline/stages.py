@@ -156,7 +156,8 @@ def train_stage(
     from pipeline import training
 
     if world is not None or config.scale.train_processes > 1:
-        training.check_data_parallel(config, config.compare.train_configs(config.train))
+        training.check_data_parallel(config.compare.train_configs(config.train),
+                                     0 if world is not None else config.scale.train_processes)
 
     lines, search_table = [], None
     if search:

@@ -211,7 +211,7 @@ def train(config: Config, *, resume: bool = True, train_config: TrainConfig | No
                 "they get the modality's mean vector"
             )
     if world is None and config.scale.train_processes > 1:
-        check_data_parallel(config, [train_config])
+        check_data_parallel([train_config], config.scale.train_processes)
         with distributed.local_world(config.scale.train_processes, train_config.device,
                                      config.scale.train_timeout_s) as world:
             result = distributed.train_everywhere(world, train_config, inputs.data, run.path,
@@ -228,16 +228,15 @@ def train(config: Config, *, resume: bool = True, train_config: TrainConfig | No
     return result
 
 
-def check_data_parallel(config: Config, train_configs: list[TrainConfig]) -> None:
-    """Refuse, before anything trains, more local processes than this machine's CPU cores (or
-    GPUs), and a model that cannot train on several processes exactly."""
+def check_data_parallel(train_configs: list[TrainConfig], local_processes: int = 0) -> None:
+    """Refuse, before anything trains, a model that cannot train on several processes exactly,
+    and more `local_processes` (spawned on this machine) than its CPU cores (or GPUs)."""
     from model import distributed
     from model.registry import data_parallel
 
-    for train_config in train_configs:
+    for train_config in train_configs if local_processes > 1 else ():
         device = distributed.rank_device(train_config.device, 0)
-        distributed.check_processes(config.scale.train_processes, device)
-
+        distributed.check_processes(local_processes, device)
     refused = sorted({c.model for c in train_configs if not data_parallel(c.model)})
     if refused:
         raise ValueError(
