@@ -12,6 +12,7 @@ import torch
 
 from model import distributed
 from model.config import TrainConfig
+from model.run import read_torch
 from model.train import train
 from tests.support import ddp
 from tests.support.synthetic import planted_data
@@ -89,6 +90,9 @@ def test_a_kill_mid_epoch_resumes_on_two_processes_to_the_same_result(two_proces
     for name in ("user_vectors.npy", "item_vectors.npy"):
         np.testing.assert_array_equal(np.load(root / "killed" / name),
                                       np.load(root / "two" / name))
+    last, last_straight = (read_torch(root / run / "checkpoint.pt") for run in ("killed", "two"))
+    for name, weights in last["model"].items():  # the last epoch's weights too
+        torch.testing.assert_close(weights, last_straight["model"][name], rtol=0, atol=0)
 
 
 def test_a_two_process_checkpoint_resumes_on_one_process(two_process_run, tmp_path):
