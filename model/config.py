@@ -63,10 +63,10 @@ class TrainConfig:
     feature_dtype_force: bool = False
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     eval_test_every_epoch: bool = False  # also score test each epoch into history (costly)
-    # also checkpoint within an epoch every N steps / M minutes (0 = off: only at epoch ends);
-    # a resumed run continues at that step with the same RNG stream, exactly
+    # also checkpoint within an epoch every N steps (0 = off: only at epoch ends); a resumed run
+    # continues at that step with the same RNG stream, exactly
     checkpoint_every_steps: int = 0
-    checkpoint_every_minutes: float = 0.0
+    checkpoint_every_minutes: float = 0.0  # also checkpoint within an epoch every M minutes; 0 = off
 
     def __post_init__(self) -> None:
         _one_of("model", self.model, tuple(MODELS))
