@@ -2,8 +2,9 @@
 
 What N processes ("ranks") compute is what one process computes (model/train.py):
 - every rank builds the same model from the same RecData: the graphs are built on each rank from
-  the same inputs rather than sent (the kNN and user-item graphs are a deterministic function of
-  the data, and building is as fast as unpickling a copy of them would be), and a checksum of
+  the same inputs rather than sent (exact kNN and the user-item graph are deterministic functions
+  of the data; no graph serialisation is needed, and on separate machines the builds run side by
+  side; on one machine they share its cores), and a checksum of
   every buffer (features, graphs) is compared across ranks before the first step, so a
   non-deterministic build (an approximate kNN index) is an error, not a silent divergence; rank
   0's weights, optimiser and RNG state are then broadcast (a fresh run's and a resumed one's);
@@ -29,6 +30,7 @@ import contextlib
 import datetime
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -145,22 +147,25 @@ def local_world(processes: int, device_name: str, timeout_s: float,
     Spawned (torch.multiprocessing, "spawn"), not a torchrun subprocess: rank 0 stays the calling
     process, so the stage's log (a Prefect logger), the search's on_epoch hook and the returned
     TrainResult work unchanged, and only the train call is repeated on the other ranks, not the
-    CLI with its config and store reads. On leaving, rank 0 releases the workers and waits for
-    them; on an error it kills them.
+    CLI with its config and store reads. The calling program's main module must be import-safe
+    (an `if __name__ == "__main__":` guard), as for any spawned process. On leaving, rank 0
+    releases the workers and waits for them; on an error it kills them.
     """
     device = rank_device(device_name, 0)
     check_processes(processes, device)
     threads = torch.get_num_threads()
     init_method = f"tcp://127.0.0.1:{_free_port()}"
     context = torch.multiprocessing.get_context("spawn")
+    started = [context.Event() for _ in range(1, processes)]
     workers = [context.Process(target=_worker, daemon=True,
                                args=(rank, processes, device_name, timeout_s, init_method,
-                                     target or serve_jobs, args))
+                                     target or serve_jobs, args, started[rank - 1]))
                for rank in range(1, processes)]
     for worker in workers:
         worker.start()
     joined = False
     try:
+        _wait_started(workers, started, timeout_s)
         world = join(0, processes, device, timeout_s, init_method)
         joined = True
         yield world
@@ -181,8 +186,23 @@ def local_world(processes: int, device_name: str, timeout_s: float,
         torch.set_num_threads(threads)
 
 
+def _wait_started(workers: list, started: list, timeout_s: float) -> None:
+    """Until every spawned worker has started (imported this module), failing at once when one
+    died on the way (an exception while importing, a main module without a __main__ guard)."""
+    deadline = time.monotonic() + timeout_s
+    while not all(event.is_set() for event in started):
+        dead = {w.pid: w.exitcode for w in workers if w.exitcode is not None}
+        if dead or time.monotonic() > deadline:
+            raise DistributedError(
+                f"training processes did not start (pid: exit code {dead}, see their traceback "
+                "above); a program that trains on several processes needs its main module "
+                'import-safe (an `if __name__ == "__main__":` guard), as any spawned process does')
+        time.sleep(0.05)
+
+
 def _worker(rank: int, size: int, device_name: str, timeout_s: float, init_method: str,
-            target: Callable[..., None], args: tuple) -> None:
+            target: Callable[..., None], args: tuple, started) -> None:
+    started.set()
     world = join(rank, size, rank_device(device_name, rank), timeout_s, init_method)
     try:
         target(world, *args)
