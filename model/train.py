@@ -39,6 +39,7 @@ from model.metrics import UserMetrics, evaluate_splits, evaluate_splits_per_user
 from model.registry import uses_features
 from model.run import RunFolder, config_dict, read_torch, write_json, write_npz, write_torch
 from model.sampling import NegativeSampler
+from model.schedule import checkpoint_due, clamped_batch, learning_rate_at
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +180,7 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
             optimizer.step()
             loss_sum += batch_loss * len(batch)
             del user_vectors, item_vectors  # free before the next forward or evaluation
-            if writes and step + 1 < steps_per_epoch and _checkpoint_due(
+            if writes and step + 1 < steps_per_epoch and checkpoint_due(
                     config, step + 1, last_checkpoint):
                 write_torch(run.checkpoint, _state(
                     config, fingerprint, model, optimizer, rng, epoch - 1, best_epoch, best_score,
@@ -250,33 +251,6 @@ _NOT_DATA_PARALLEL = (
     "train.model = {model!r} cannot train on several processes: its loss is no sum over the "
     "batch's rows (MMRec's EmbLoss is an unsquared norm of the whole batch), so the processes' "
     "slices cannot add up to the one-process gradient; set [scale] train_processes = 1 for it")
-
-
-def learning_rate_at(config: TrainConfig, batch_size: int, step: int) -> float:
-    """The learning rate of optimizer step `step` (0, 1, ... over the whole run): learning_rate
-    scaled to `batch_size` by `lr_scaling` (relative to lr_reference_batch), ramped up linearly
-    over the first `warmup_steps` steps ((step + 1) / warmup_steps of it)."""
-    ratio = batch_size / config.lr_reference_batch
-    scale = {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[config.lr_scaling]
-    learning_rate = config.learning_rate * scale
-    if step < config.warmup_steps:
-        return learning_rate * (step + 1) / config.warmup_steps
-    return learning_rate
-
-
-def clamped_batch(config: TrainConfig, n_train: int, log: Callable[[str], None]) -> int:
-    """`batch_size`, or the number of training pairs when that is smaller (with a warning)."""
-    if config.batch_size <= n_train:
-        return config.batch_size
-    log(f"warning: train.batch_size {config.batch_size} is larger than the {n_train} training "
-        f"pairs: each epoch is one step of {n_train} (the learning-rate rule uses {n_train})")
-    return n_train
-
-
-def _checkpoint_due(config: TrainConfig, steps_done: int, last_checkpoint: float) -> bool:
-    every_steps, every_minutes = config.checkpoint_every_steps, config.checkpoint_every_minutes
-    return bool(every_steps and steps_done % every_steps == 0) or bool(
-        every_minutes and time.monotonic() - last_checkpoint >= 60 * every_minutes)
 
 
 def _state(config: TrainConfig, fingerprint: str, model: torch.nn.Module,

@@ -11,7 +11,8 @@ import torch
 from model.checkpoint import run_identity
 from model.config import TrainConfig
 from model.run import RunFolder, read_torch
-from model.train import clamped_batch, learning_rate_at, train
+from model.schedule import clamped_batch, learning_rate_at
+from model.train import train
 from tests.support.synthetic import planted_data
 
 CONFIG = TrainConfig(embedding_size=8, knn_k=3, learning_rate=1e-2, epochs=3, patience=20,
