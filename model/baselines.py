@@ -4,6 +4,8 @@ BPR-MF and LightGCN follow MMRec's models (the published Baby numbers come from 
 initialisation (normal for BPR, uniform for LightGCN), BPR loss plus reg_weight * EmbLoss, where
 EmbLoss = (||u||_F + ||i+||_F + ||i-||_F) / batch on the batch's EGO embeddings (not squared);
 LightGCN averages its layers (E_0..E_L MEAN), unlike LIRDRec's sum.
+Neither trains data-parallel: a norm of the whole batch's rows (||.||_F, not squared) is no sum
+of the processes' slices, so no per-process weighting gives the single-process gradient.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class BPRMF(nn.Module):
 
     uses_features: ClassVar[bool] = False
     scores_new_items: ClassVar[bool] = False
+    data_parallel: ClassVar[bool] = False  # EmbLoss: unsquared norms of the batch's rows
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
@@ -71,6 +74,7 @@ class LightGCN(nn.Module):
 
     uses_features: ClassVar[bool] = False
     scores_new_items: ClassVar[bool] = False
+    data_parallel: ClassVar[bool] = False  # EmbLoss: unsquared norms of the batch's rows
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
@@ -117,6 +121,7 @@ class Popularity(nn.Module):
 
     uses_features: ClassVar[bool] = False
     scores_new_items: ClassVar[bool] = False
+    data_parallel: ClassVar[bool] = True  # nothing to train: the processes share the evaluation
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,

@@ -10,21 +10,29 @@ from model.run import config_dict, read_torch
 
 # Fields that change how a run is executed but not what it computes: a checkpoint may be resumed
 # with other values for them.
-EXECUTION_FIELDS = ("device", "num_threads", "eval_user_chunk", "eval_test_every_epoch")
+EXECUTION_FIELDS = ("device", "num_threads", "eval_user_chunk", "eval_test_every_epoch",
+                    "checkpoint_every_steps", "checkpoint_every_minutes")
+# Fields added after runs existed, with the default that computes what runs did before them: left
+# out of a run's identity while at that default, so those runs keep their folder names and resume.
+LATER_FIELDS = {"feature_dtype_force": False, "lr_scaling": "none", "lr_reference_batch": 2048,
+                "warmup_steps": 0, "eval_every": 1, "checkpoint_every_steps": 0,
+                "checkpoint_every_minutes": 0.0}
 
 
 def run_identity(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """What names a run (its folder's hash) and what a resumed checkpoint must match: the config
     with `feature_dtype` as it runs on this machine ("auto" resolved; "float32" for ID-only models,
-    which have no features) and `feature_dtype_force` left out while false. So runs made before
-    these two settings existed keep their folder names."""
+    which have no features) and the LATER_FIELDS left out while at their defaults. So runs made
+    before these settings existed keep their folder names."""
     from model.registry import uses_features
 
     values = config_dict(config) if isinstance(config, TrainConfig) else dict(config)
     if "model" not in values:
         return values
-    if values.get("feature_dtype_force") is False:
-        values.pop("feature_dtype_force")
+    for name, default in LATER_FIELDS.items():
+        if name in values and values[name] == default \
+                and isinstance(values[name], bool) == isinstance(default, bool):
+            values.pop(name)
     if not uses_features(values["model"]):
         values["feature_dtype"] = "float32"
     elif values.get("feature_dtype") == "auto":

@@ -10,6 +10,7 @@ from model.registry import MODELS
 
 KNN_METHODS = ("exact", "ivf", "hnsw")
 FEATURE_DTYPES = ("auto", "float32", "bfloat16")  # model/dtype.py resolves "auto"
+LR_SCALINGS = ("none", "linear", "sqrt")
 SELECTION_METRIC = "recall@20"  # early stopping and search both select on VALID Recall@20
 
 
@@ -42,10 +43,18 @@ class TrainConfig:
     reg_weight: float = 1e-3  # LIRDRec: weight of mean(U^2) + mean(I^2); baselines: EmbLoss
     decay_weight: float = 0.9  # PWC: initial w1 (w2 = 1 - w1)
     decay_base: float = 0.9  # PWC: w1 <- w1 * decay_base**epoch at each epoch start
-    learning_rate: float = 1e-4  # Adam
-    batch_size: int = 2048  # (user, positive, negative) triples per step
+    learning_rate: float = 1e-4  # Adam, at the reference batch (see lr_scaling)
+    # (user, positive, negative) triples per optimizer step: the GLOBAL batch, split over the
+    # processes of a data-parallel run; larger than the training pairs: clamped (a warning)
+    batch_size: int = 2048
+    # the learning rate's batch rule: "none" (learning_rate as given) | "linear" | "sqrt":
+    # learning_rate * (batch_size / lr_reference_batch), or its square root
+    lr_scaling: str = "none"
+    lr_reference_batch: int = 2048  # the batch that learning_rate is meant for (lr_scaling)
+    warmup_steps: int = 0  # the learning rate ramps up linearly over the first N steps; 0 = off
     epochs: int = 1000  # at most; early stopping usually ends training sooner
-    patience: int = 20  # stop when valid Recall@20 has not improved for `patience` epochs (+1 fails)
+    patience: int = 20  # stop when valid Recall@20 has not improved for `patience` evaluations (+1 fails)
+    eval_every: int = 1  # evaluate valid every N epochs (and after the last epoch)
     seed: int = 999  # initial weights, epoch order and negative sampling
     device: str = "auto"  # "auto" (cuda when present) | "cpu" | "cuda" | "cuda:N"
     eval_user_chunk: int = 0  # users scored at once; 0 = auto (score block <= 2**24 floats)
@@ -62,19 +71,25 @@ class TrainConfig:
     # EASE inverts a dense item x item matrix (float64, ~32 * n_items^2 bytes at peak): larger
     # catalogs are refused before anything is computed
     ease_max_items: int = 20000
+    # also checkpoint within an epoch every N steps (0 = off: only at epoch ends); a resumed run
+    # continues at that step with the same RNG stream, exactly
+    checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 0.0  # also checkpoint within an epoch every M minutes; 0 = off
 
     def __post_init__(self) -> None:
         _one_of("model", self.model, tuple(MODELS))
         _one_of("knn_method", self.knn_method, KNN_METHODS)
         _one_of("feature_dtype", self.feature_dtype, FEATURE_DTYPES)
+        _one_of("lr_scaling", self.lr_scaling, LR_SCALINGS)
         if not isinstance(self.feature_dtype_force, bool):
             raise ValueError(f"train.feature_dtype_force: expected true or false, "
                              f"got {self.feature_dtype_force!r}")
         for name in ("embedding_size", "knn_k", "knn_chunk", "knn_nprobe", "knn_hnsw_m",
-                     "knn_ef_search", "batch_size", "epochs", "ease_max_items"):
+                     "knn_ef_search", "batch_size", "epochs", "ease_max_items",
+                     "lr_reference_batch", "eval_every"):
             _at_least(f"train.{name}", getattr(self, name), 1)
         for name in ("n_ui_layers", "n_mm_layers", "knn_nlist", "patience", "eval_user_chunk",
-                     "num_threads"):
+                     "num_threads", "warmup_steps", "checkpoint_every_steps"):
             _at_least(f"train.{name}", getattr(self, name), 0)
         if self.model == "lirdrec" and self.embedding_size % 4:
             raise ValueError(f"train.embedding_size: must be a multiple of 4 for lirdrec "
@@ -82,6 +97,7 @@ class TrainConfig:
         if self.model == "lightgcn" and self.n_ui_layers < 1:
             raise ValueError("train.n_ui_layers: lightgcn needs at least 1 layer")
         _finite_range("reg_weight", self.reg_weight, 0.0, math.inf)
+        _finite_range("checkpoint_every_minutes", self.checkpoint_every_minutes, 0.0, math.inf)
         _finite_range("decay_weight", self.decay_weight, 0.0, 1.0)
         _finite_range("decay_base", self.decay_base, 0.0, 1.0)
         if self.decay_base == 0.0:

@@ -54,6 +54,7 @@ class ContentKNN(nn.Module):
 
     uses_features: ClassVar[bool] = True
     scores_new_items: ClassVar[bool] = False
+    data_parallel: ClassVar[bool] = True  # nothing to train: the processes share the evaluation
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,

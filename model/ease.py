@@ -64,6 +64,7 @@ class EASE(nn.Module):
 
     uses_features: ClassVar[bool] = False
     scores_new_items: ClassVar[bool] = False
+    data_parallel: ClassVar[bool] = True  # nothing to train: the processes share the evaluation
 
     @classmethod
     def check_fits(cls, config: TrainConfig, data: RecData) -> None:

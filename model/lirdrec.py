@@ -124,12 +124,18 @@ def bpr_loss(user_rows: torch.Tensor, positive_rows: torch.Tensor,
     return -F.logsigmoid(margin).mean()
 
 
+def vector_regulariser(user_vectors: torch.Tensor, item_vectors: torch.Tensor,
+                       reg_weight: float) -> torch.Tensor:
+    """reg_weight * (mean(U_all^2) + mean(I_all^2)) over ALL vectors: it does not see the batch."""
+    return reg_weight * (user_vectors.square().mean() + item_vectors.square().mean())
+
+
 def lirdrec_loss(user_vectors: torch.Tensor, item_vectors: torch.Tensor, users: torch.Tensor,
                  positives: torch.Tensor, negatives: torch.Tensor,
                  reg_weight: float) -> torch.Tensor:
     """BPR on the batch plus reg_weight * (mean(U_all^2) + mean(I_all^2)) over ALL vectors."""
     ranking = bpr_loss(user_vectors[users], item_vectors[positives], item_vectors[negatives])
-    return ranking + reg_weight * (user_vectors.square().mean() + item_vectors.square().mean())
+    return ranking + vector_regulariser(user_vectors, item_vectors, reg_weight)
 
 
 class LIRDRec(nn.Module):
@@ -137,6 +143,7 @@ class LIRDRec(nn.Module):
 
     uses_features: ClassVar[bool] = True
     scores_new_items: ClassVar[bool] = True
+    data_parallel: ClassVar[bool] = True  # the regulariser does not see the batch (loss_terms)
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
@@ -281,3 +288,10 @@ class LIRDRec(nn.Module):
     def fitted(self) -> dict:
         """Nothing is chosen while building (the trainer selects the epoch)."""
         return {}
+
+    def loss_terms(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
+                   users: torch.Tensor, positives: torch.Tensor,
+                   negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """batch_loss in its two parts: the batch's mean BPR and the whole-model regulariser."""
+        ranking = bpr_loss(user_vectors[users], item_vectors[positives], item_vectors[negatives])
+        return ranking, vector_regulariser(user_vectors, item_vectors, self.reg_weight)

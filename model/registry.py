@@ -37,12 +37,16 @@ class Recommender(Protocol):
     (`item_streams`, `propagated_rows`, `n_mm_layers`, `mm_adjacency`), as LIRDRec does; its runs
     keep best_model.pt and item_encoder.npz. Only a `uses_features` model can.
 
+    A trainable model with `data_parallel` provides `loss_terms` (model/distributed.py).
+
     A model that cannot take some data may provide `check_fits(config, data)`, raising ValueError
     (EASE's item limit): a study calls it for every arm before training any.
     """
 
     uses_features: ClassVar[bool]  # reads the feature stores (else ID-only: no features loaded)
     scores_new_items: ClassVar[bool]  # `recommend --item-features` works on its runs
+    # trains on several processes exactly (its loss splits into batch rows and a batch-free term)
+    data_parallel: ClassVar[bool]
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
@@ -69,6 +73,13 @@ class Recommender(Protocol):
         metrics.json's "fitted"; {} when it chose nothing."""
         ...
 
+    def loss_terms(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
+                   users: torch.Tensor, positives: torch.Tensor,
+                   negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean ranking loss over the batch's rows, a term that does not see the batch) whose
+        sum is batch_loss: what a data-parallel step weights and counts once (data_parallel)."""
+        ...
+
 
 def model_class(name: str) -> type[Recommender]:
     if name not in MODELS:
@@ -85,3 +96,6 @@ def uses_features(name: str) -> bool:
 def scores_new_items(name: str) -> bool:
     """Whether runs of the model `name` can score new items from their features."""
     return model_class(name).scores_new_items
+def data_parallel(name: str) -> bool:
+    """Whether the model `name` trains on several processes exactly (imports the model's module)."""
+    return model_class(name).data_parallel

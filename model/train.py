@@ -34,11 +34,13 @@ from model.build import build_model, resolve_device
 from model.checkpoint import load_checkpoint
 from model.config import SELECTION_METRIC, TrainConfig
 from model.data import RecData
+from model.distributed import World, check_same_buffers, data_parallel_backward, evaluate_shared
 from model.dtype import run_feature_dtype
 from model.metrics import UserMetrics, evaluate_splits, evaluate_splits_per_user
 from model.registry import uses_features
 from model.run import RunFolder, config_dict, read_torch, write_json, write_npz, write_torch
 from model.sampling import NegativeSampler
+from model.schedule import checkpoint_due, clamped_batch, learning_rate_at
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,38 +56,61 @@ class TrainResult:
 
 def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = True,
           log: Callable[[str], None] = print,
-          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+          world: World | None = None) -> TrainResult:
     """Train `config.model` on `data`, writing the run folder; resumes from its checkpoint.
 
     `on_epoch(epoch, valid_metrics)` is called after each evaluated epoch, once its checkpoint is
     written (a search's pruning hook). An exception it raises ends training there and leaves the
     folder resumable but unfinished: metrics.json is not written and test is never scored.
+    With a `world` of several processes (model/distributed.py), every rank calls this with the
+    same arguments and computes what one process would; rank 0 alone reads the checkpoint,
+    writes the run folder, logs and scores test; the others return a TrainResult without metrics.
     """
     run = RunFolder(run_dir)
-    run.path.mkdir(parents=True, exist_ok=True)
+    writes = world is None or world.main
+    if writes:
+        run.path.mkdir(parents=True, exist_ok=True)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    device = resolve_device(config.device)
+    device = world.device if world is not None else resolve_device(config.device)
     fingerprint = data.fingerprint()
     _log_data_notes(data, log)
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     started = time.perf_counter()
-    model = build_model(config, data, device, log)
+    build_config = config
+    if world is not None and uses_features(config.model):  # rank 0's feature dtype everywhere
+        dtype = world.broadcast(run_feature_dtype(config, device, None).resolved
+                                if world.main else None)
+        build_config = dataclasses.replace(config, feature_dtype=dtype, feature_dtype_force=True)
+    model = build_model(build_config, data, device, log)
     build_seconds = time.perf_counter() - started
     log(f"{config.model}: {data.n_users} users, {data.n_items} items, {len(data.train)} train "
         f"pairs, {sum(p.numel() for p in model.parameters())} parameters, device {device}, "
-        f"built in {build_seconds:.1f}s")
+        f"built in {build_seconds:.1f}s" + (f", rank 0 of {world.size} processes" if world else ""))
+    if world is not None:
+        if not type(model).data_parallel:
+            raise ValueError(_NOT_DATA_PARALLEL.format(model=config.model))
+        check_same_buffers(model, world)
     trainable = any(p.requires_grad for p in model.parameters())
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate) if trainable else None
     sampler = NegativeSampler(data.train, data.n_items) if trainable else None
     train_pairs = torch.as_tensor(data.train, device=device)  # (N, 2)
+    batch_size = clamped_batch(config, len(data.train), log)
+    steps_per_epoch = -(-len(data.train) // batch_size)
 
     epoch, best_epoch, best_score, bad_epochs, stopped = 0, 0, -1.0, 0, False
+    position = None  # where a checkpoint written within an epoch stopped
     history: list[dict[str, Any]] = []
-    if resume and run.resumable:  # a checkpoint whose best vectors were deleted: start over
-        state = load_checkpoint(run.checkpoint, config, fingerprint)
+    state = _resume_state(run, config, fingerprint) if resume and writes else None
+    resumed = state is not None
+    if world is not None:  # every rank starts from rank 0's state (fresh or resumed)
+        state = world.broadcast(state if resumed else _state(
+            config, fingerprint, model, optimizer, rng, epoch, best_epoch, best_score,
+            bad_epochs, stopped, world))
+    if state is not None:
         model.load_state_dict(state["model"])
         if optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
@@ -93,103 +118,195 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
         torch.set_rng_state(state["torch_rng"])
         epoch, best_epoch, best_score = state["epoch"], state["best_epoch"], state["best_score"]
         bad_epochs, stopped = state["bad_epochs"], state["stopped"]
+        position = state.get("position")
+    if resumed:
         history = run.read_history(epoch)
-        log(f"resumed {run.checkpoint} at epoch {epoch} (best {best_epoch}, "
-            f"{bad_epochs} epochs without improvement)")
-    run.write_history(history)
+        processes = state.get("processes", 1)
+        within = f", step {position['step']} of epoch {epoch + 1}" if position else ""
+        log(f"resumed {run.checkpoint} at epoch {epoch}{within} (best {best_epoch}, "
+            f"{bad_epochs} evaluations without improvement)"
+            + (f"; written by {processes} processes, resumed on {world.size if world else 1}: "
+               "the same run (global batch, one RNG stream), floats may differ in the last bits"
+               if processes != (world.size if world else 1) else ""))
+    if writes:
+        run.write_history(history)
 
     if not trainable and epoch == 0:  # nothing to learn: one evaluation as "epoch 0"
         model.eval()
-        line = _evaluate_epoch(config, data, model, device, 0, None, 0.0, run)
-        run.save_vectors(*line.pop("_vectors"))
+        line = _evaluate_epoch(config, data, model, device, 0, None, 0.0, run, world)
+        if writes:
+            run.save_vectors(*line["_vectors"])
+        line.pop("_vectors")
         history.append(line)
         best_epoch, best_score, stopped = 0, line["valid"][SELECTION_METRIC], True
         if on_epoch is not None:
             on_epoch(0, line["valid"])
 
+    last_checkpoint = time.monotonic()
     while not stopped and epoch < config.epochs:
         epoch += 1
         model.train()
-        model.start_epoch(epoch)
+        if position is None:  # a new epoch
+            model.start_epoch(epoch)
+            epoch_rng = rng.bit_generator.state  # what the epoch's permutation is drawn from
+            order, first_step, loss_sum, seconds_before = rng.permutation(len(data.train)), 0, 0.0, 0.0
+        else:  # within the epoch a checkpoint stopped in: its permutation again, then on
+            epoch_rng, now = position["epoch_rng"], rng.bit_generator.state
+            rng.bit_generator.state = epoch_rng
+            order = rng.permutation(len(data.train))
+            rng.bit_generator.state = now
+            first_step, loss_sum = position["step"], position["loss_sum"]
+            seconds_before, position = position["train_seconds"], None
         tick = _clock(device)
-        order = torch.as_tensor(rng.permutation(len(data.train)), device=device)
-        loss_sum = 0.0
-        for start in range(0, len(order), config.batch_size):
-            batch = train_pairs[order[start:start + config.batch_size]]  # (B, 2)
+        order = torch.as_tensor(order, device=device)
+        starts = range(first_step * batch_size, len(order), batch_size)
+        for step, start in enumerate(starts, start=first_step):
+            learning_rate = learning_rate_at(config, batch_size,
+                                             (epoch - 1) * steps_per_epoch + step)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+            batch = train_pairs[order[start:start + batch_size]]  # (B, 2)
             users, positives = batch[:, 0], batch[:, 1]
             negatives = torch.as_tensor(sampler.sample(users.cpu().numpy(), rng), device=device)
             user_vectors, item_vectors = model()  # (U, D), (I, D)
-            loss = model.batch_loss(user_vectors, item_vectors, users, positives, negatives)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if world is None:
+                loss = model.batch_loss(user_vectors, item_vectors, users, positives, negatives)
+                loss.backward()
+                batch_loss = loss.item()
+                del loss
+            else:  # this rank's slice of the batch; gradients summed over the ranks
+                batch_loss = data_parallel_backward(model, world, user_vectors, item_vectors,
+                                                    users, positives, negatives)
             optimizer.step()
-            loss_sum += loss.item() * len(batch)
-            del user_vectors, item_vectors, loss  # free before the next forward or evaluation
+            loss_sum += batch_loss * len(batch)
+            del user_vectors, item_vectors  # free before the next forward or evaluation
+            if writes and step + 1 < steps_per_epoch and checkpoint_due(
+                    config, step + 1, last_checkpoint):
+                write_torch(run.checkpoint, _state(
+                    config, fingerprint, model, optimizer, rng, epoch - 1, best_epoch, best_score,
+                    bad_epochs, stopped, world, position={
+                        "epoch": epoch, "step": step + 1, "epoch_rng": epoch_rng,
+                        "loss_sum": loss_sum,
+                        "train_seconds": seconds_before + _clock(device) - tick}))
+                last_checkpoint = time.monotonic()
+                log(f"checkpoint: epoch {epoch} step {step + 1} of {steps_per_epoch}")
         mean_loss = loss_sum / len(order)
         if not np.isfinite(mean_loss):
             raise FloatingPointError(f"epoch {epoch}: training loss is {mean_loss}; "
                                      f"lower train.learning_rate or check the features")
-        train_seconds = _clock(device) - tick
+        train_seconds = seconds_before + _clock(device) - tick
 
-        line = _evaluate_epoch(config, data, model, device, epoch, mean_loss, train_seconds, run)
-        history.append(line)
-        score = line["valid"][SELECTION_METRIC]
-        improved = score > best_score  # strict, as MMRec's early stopping
-        if improved:
-            best_epoch, best_score, bad_epochs = epoch, score, 0
-            run.save_vectors(*line.pop("_vectors"))
-            # the weights that made those vectors: the item encoder for new items needs them
-            write_torch(run.best_model, {
-                "config": config_dict(config), "data_fingerprint": fingerprint, "epoch": epoch,
-                "model": model.state_dict()})
+        if epoch % config.eval_every and epoch < config.epochs:  # not evaluated this epoch
+            log(f"epoch {epoch:4d}  loss {mean_loss:.5f}  train {train_seconds:.1f}s")
         else:
-            bad_epochs += 1
-            line.pop("_vectors")
-        stopped = bad_epochs > config.patience
-        log(f"epoch {epoch:4d}  loss {mean_loss:.5f}  valid R@20 {score:.4f} "
-            f"N@20 {line['valid']['ndcg@20']:.4f}  train {train_seconds:.1f}s "
-            f"eval {line['eval_seconds']:.1f}s{'  *' if improved else ''}")
-        write_torch(run.checkpoint, {
-            "config": config_dict(config), "data_fingerprint": fingerprint, "epoch": epoch,
-            "best_epoch": best_epoch, "best_score": best_score, "bad_epochs": bad_epochs,
-            "stopped": stopped, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "numpy_rng": rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state()})
-        if on_epoch is not None:
-            on_epoch(epoch, line["valid"])
+            line = _evaluate_epoch(config, data, model, device, epoch, mean_loss, train_seconds,
+                                   run, world)
+            history.append(line)
+            score = line["valid"][SELECTION_METRIC]
+            improved = score > best_score  # strict, as MMRec's early stopping
+            vectors = line.pop("_vectors")
+            if improved:
+                best_epoch, best_score, bad_epochs = epoch, score, 0
+                if writes:
+                    run.save_vectors(*vectors)
+                    # the weights that made those vectors: the item encoder for new items needs them
+                    write_torch(run.best_model, {
+                        "config": config_dict(config), "data_fingerprint": fingerprint,
+                        "epoch": epoch, "model": model.state_dict()})
+            else:
+                bad_epochs += 1
+            del vectors
+            stopped = bad_epochs > config.patience
+            log(f"epoch {epoch:4d}  loss {mean_loss:.5f}  valid R@20 {score:.4f} "
+                f"N@20 {line['valid']['ndcg@20']:.4f}  train {train_seconds:.1f}s "
+                f"eval {line['eval_seconds']:.1f}s{'  *' if improved else ''}")
+        if writes:
+            write_torch(run.checkpoint, _state(config, fingerprint, model, optimizer, rng, epoch,
+                                               best_epoch, best_score, bad_epochs, stopped, world))
+            last_checkpoint = time.monotonic()
+        if on_epoch is not None and history and history[-1]["epoch"] == epoch:
+            on_epoch(epoch, history[-1]["valid"])
     if stopped and trainable:
-        log(f"early stop: valid {SELECTION_METRIC} did not improve for {bad_epochs} epochs")
+        log(f"early stop: valid {SELECTION_METRIC} did not improve for {bad_epochs} evaluations")
+    epochs_run = epoch if trainable else len(history)
+    if not writes:
+        return TrainResult(run_dir=run.path, best_epoch=best_epoch, epochs_run=epochs_run,
+                           metrics={})
 
     if type(model).scores_new_items and run.best_model.exists():
         _save_item_encoder(model, data, run)
     per_user = per_user_metrics(config, data, run, device)
-    metrics = _final_metrics(config, data, per_user, history, best_epoch, build_seconds,
+    metrics = _final_metrics(config, data, per_user, history, best_epoch, epoch, build_seconds,
                              device, fingerprint, model.fitted())
     write_json(run.metrics, metrics)
     cold_note = (f"cold R@20 {metrics['test_cold']['recall@20']:.4f}, {metrics['n_cold_items']} cold "
                  "items ranked among themselves" if metrics["test_cold"] else "no cold items")
     log(f"best epoch {best_epoch}: test R@20 {metrics['test'].get('recall@20', float('nan')):.4f} "
         f"N@20 {metrics['test'].get('ndcg@20', float('nan')):.4f}  ({cold_note})")
-    return TrainResult(run_dir=run.path, best_epoch=best_epoch, epochs_run=len(history),
+    return TrainResult(run_dir=run.path, best_epoch=best_epoch, epochs_run=epochs_run,
                        metrics=metrics, per_user=per_user)
+
+
+_NOT_DATA_PARALLEL = (
+    "train.model = {model!r} cannot train on several processes: its loss is no sum over the "
+    "batch's rows (MMRec's EmbLoss is an unsquared norm of the whole batch), so the processes' "
+    "slices cannot add up to the one-process gradient; set [scale] train_processes = 1 for it")
+
+
+def _state(config: TrainConfig, fingerprint: str, model: torch.nn.Module,
+           optimizer: torch.optim.Optimizer | None, rng: np.random.Generator, epoch: int,
+           best_epoch: int, best_score: float, bad_epochs: int, stopped: bool,
+           world: World | None, position: dict | None = None) -> dict[str, Any]:
+    """The resumable state (checkpoint.pt): `epoch` epochs done, and where within the next one a
+    checkpoint written mid-epoch stopped (`position`: step, the epoch's RNG state, loss so far)."""
+    state = {"config": config_dict(config), "data_fingerprint": fingerprint, "epoch": epoch,
+             "best_epoch": best_epoch, "best_score": best_score, "bad_epochs": bad_epochs,
+             "stopped": stopped, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict() if optimizer is not None else None,
+             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+    if world is not None:
+        state["processes"] = world.size
+    if position is not None:
+        state["position"] = position
+    return state
+
+
+def _resume_state(run: RunFolder, config: TrainConfig, fingerprint: str) -> dict | None:
+    """The checkpoint to resume from; None without one, or when the best epoch's weights and
+    vectors it stands on were deleted (start over). A checkpoint within the first epoch stands on
+    nothing else."""
+    if not run.checkpoint.exists():
+        return None
+    if not run.resumable:
+        state = read_torch(run.checkpoint)
+        if state.get("best_epoch") != 0 or "position" not in state:
+            return None
+    return load_checkpoint(run.checkpoint, config, fingerprint)
 
 
 def _evaluate_epoch(config: TrainConfig, data: RecData, model: torch.nn.Module,
                     device: torch.device, epoch: int, loss: float | None, train_seconds: float,
-                    run: RunFolder) -> dict:
-    """Valid metrics (and test ones when asked) for the current weights, as one history line."""
+                    run: RunFolder, world: World | None) -> dict:
+    """Valid metrics (and test ones when asked) for the current weights, as one history line
+    (appended to the run's history by rank 0); several processes share the users."""
     model.eval()
     tick = _clock(device)
     with torch.no_grad():
         user_vectors, item_vectors = model()
     splits = {"valid": data.valid, **({"test": data.test} if config.eval_test_every_epoch else {})}
-    scored = evaluate_splits(user_vectors, item_vectors, splits, data.train, config.topk,
-                             user_chunk=config.eval_user_chunk)  # one ranking for both
+    if world is None:
+        scored = evaluate_splits(user_vectors, item_vectors, splits, data.train, config.topk,
+                                 user_chunk=config.eval_user_chunk)  # one ranking for both
+    else:
+        scored = evaluate_shared(world, user_vectors, item_vectors, splits, data.train,
+                                 config.topk, user_chunk=config.eval_user_chunk)
     line: dict[str, Any] = {"epoch": epoch, "loss": loss,
                             **{name: metrics for name, (metrics, _) in scored.items()}}
     line["train_seconds"] = round(train_seconds, 4)
     line["eval_seconds"] = round(_clock(device) - tick, 4)
-    run.append_history(line)
+    if world is None or world.main:
+        run.append_history(line)
     line["_vectors"] = (user_vectors, item_vectors)
     return line
 
@@ -226,7 +343,7 @@ def per_user_metrics(config: TrainConfig, data: RecData, run: RunFolder,
 
 
 def _final_metrics(config: TrainConfig, data: RecData, per_user: dict[str, UserMetrics],
-                   history: list[dict], best_epoch: int, build_seconds: float,
+                   history: list[dict], best_epoch: int, epochs: int, build_seconds: float,
                    device: torch.device, fingerprint: str,
                    fitted: dict[str, Any]) -> dict[str, Any]:
     """metrics.json: valid at the best epoch (its history line), test (all / warm / cold) as the
@@ -242,7 +359,7 @@ def _final_metrics(config: TrainConfig, data: RecData, per_user: dict[str, UserM
     feature_dtype = run_feature_dtype(config, device, log=None) \
         if uses_features(config.model) else None
     return {
-        "model": config.model, "best_epoch": best_epoch, "epochs_run": len(trained),
+        "model": config.model, "best_epoch": best_epoch, "epochs_run": epochs,
         "fitted": fitted, "valid": best["valid"], "test": test, "test_warm": warm,
         "test_cold": cold_metrics,
         "n_users": {"valid": _count_users(data.valid), "test": n_test, "test_warm": n_warm,

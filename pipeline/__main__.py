@@ -1,8 +1,14 @@
-"""Plain command line: run one stage without Prefect (`python -m pipeline STAGE --config FILE`)."""
+"""Plain command line: run one stage without Prefect (`python -m pipeline STAGE --config FILE`).
+
+Under torchrun (`torchrun --nproc-per-node N -m pipeline train --config FILE`, RANK and
+WORLD_SIZE set) every rank joins one process group; rank 0 runs the train stage and the others
+train each of its runs with it (model/distributed.py).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -62,7 +68,12 @@ def _main(argv: list[str] | None) -> int:
     from pipeline.errors import explain
 
     try:
-        if args.command == "recommend":
+        if _under_torchrun():
+            if args.command != "train" or args.search:
+                parser.error("under torchrun only `train` runs (without --search: run the "
+                             "search on one process, then train its selection under torchrun)")
+            _train_on_ranks(load_config(args.config), force=args.force or args.fresh)
+        elif args.command == "recommend":
             from pipeline.recommend import recommend_for_item, recommend_for_user
 
             if args.item_features is not None:
@@ -98,8 +109,28 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
+def _under_torchrun() -> bool:
+    """Started by torchrun (or by hand with its variables) with more than one process."""
+    return "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _train_on_ranks(config, force: bool) -> None:
+    """This rank's part of a torchrun launch: rank 0 runs the train stage, the others serve it."""
+    from model import distributed
+
+    world = distributed.join_torchrun(config.train.device, config.scale.train_timeout_s)
+    try:
+        if world.main:
+            run_stages(["train"], config, force=force, world=world)
+            world.broadcast(None)  # no more jobs (on an error, rank 0's exit ends the others)
+        else:
+            distributed.serve_jobs(world)
+    finally:
+        distributed.leave()
+
+
 def run_stages(names: list[str], config, *, force: bool = False, fresh: bool = False,
-               search: bool = False, run_dir: Path | None = None) -> None:
+               search: bool = False, run_dir: Path | None = None, world=None) -> None:
     """Run the named stages in order through pipeline.stages (the flows' path too), printing each
     stage's result; a run folder that train or rank worked on is printed last."""
     from pipeline import stages
@@ -112,7 +143,7 @@ def run_stages(names: list[str], config, *, force: bool = False, fresh: bool = F
         elif name == "embed":
             result = stages.embed_stage(config, force=force)
         elif name == "train":
-            result = stages.train_stage(config, force=force or fresh, search=search)
+            result = stages.train_stage(config, force=force or fresh, search=search, world=world)
             run_dir = result.run_dir
         elif name == "study":
             result = stages.study_stage(config)

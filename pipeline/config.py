@@ -152,11 +152,16 @@ class RankConfig(_Section):
 
 
 class ScaleConfig(_Section):
-    """Fan-out of the extraction stages: item shards as separate tasks, optionally on Dask."""
+    """Fan-out: extraction as item shards (optionally on Dask), training as data-parallel processes."""
 
     shards: int = Field(1, ge=1, le=4096)  # caption/embed tasks per stage, over disjoint items
     dask_address: str | None = None  # tcp://host:8786 of a running Dask scheduler
     dask_local_workers: int = Field(0, ge=0)  # >0: a local Dask cluster of this many workers
+    # processes the train stage trains each lirdrec run on, on this machine (torch.distributed,
+    # gloo on CPU, NCCL on CUDA): at most its CPU cores or GPUs; under torchrun, torchrun's own
+    train_processes: int = Field(1, ge=1)
+    # seconds any rank waits in one collective (a step's all-reduce, joining, the next job)
+    train_timeout_s: float = Field(1800.0, gt=0)
 
 
 _TRAIN_TYPES = get_type_hints(TrainConfig)

@@ -147,14 +147,21 @@ def embed_stage(
 
 
 def train_stage(
-    config: Config, force: bool = False, search: bool = False, log: Callable[[str], None] = print
+    config: Config, force: bool = False, search: bool = False, log: Callable[[str], None] = print,
+    world=None,
 ) -> StageResult:
     """Train the config's model and its [compare] runs; skip each run whose metrics exist.
 
     With `search`, the [search] study runs first (its missing trials within the budget, selected
     on VALID Recall@20) and the selected point, trained in full, replaces [train] for this call.
+    With [scale] train_processes > 1 each run trains on that many processes of this machine;
+    `world` (rank 0 of a torchrun launch, model.distributed.World) trains them on its ranks.
     """
     from pipeline import training
+
+    if world is not None or config.scale.train_processes > 1:
+        training.check_data_parallel(config.compare.train_configs(config.train),
+                                     0 if world is not None else config.scale.train_processes)
 
     lines, search_table = [], None
     if search:
@@ -173,7 +180,8 @@ def train_stage(
         elif force or missing:
             if missing and run.metrics.exists():
                 log(f"{run.path}: {', '.join(missing)} missing; training it again")
-            training.train(config, train_config=train_config, resume=not force, log=log)
+            training.train(config, train_config=train_config, resume=not force, log=log,
+                           world=world)
             ran = True
             lines.append(f"trained {run.path}")
         else:

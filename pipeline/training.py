@@ -186,10 +186,14 @@ def run_folder(config: Config, train_config: TrainConfig, inputs: TrainInputs) -
 
 
 def train(config: Config, *, resume: bool = True, train_config: TrainConfig | None = None,
-          log=print):
-    """Train `train_config` (default: the config's [train]) and write the run folder it names."""
+          log=print, world=None):
+    """Train `train_config` (default: the config's [train]) and write the run folder it names.
+
+    On [scale] train_processes processes of this machine (spawned for this call), or on `world`
+    (model.distributed.World, rank 0 of a torchrun launch) when given.
+    """
+    from model import distributed
     from model.registry import uses_features
-    from model.train import train as train_model
 
     train_config = train_config or config.train
     inputs = load_inputs(config, with_features=uses_features(train_config.model))
@@ -206,10 +210,40 @@ def train(config: Config, *, resume: bool = True, train_config: TrainConfig | No
                 f"modality {modality.name}: {modality.missing_items} item(s) have no vector; "
                 "they get the modality's mean vector"
             )
-    result = train_model(train_config, inputs.data, run.path, resume=resume, log=log)
+    if world is None and config.scale.train_processes > 1:
+        check_data_parallel([train_config], config.scale.train_processes)
+        with distributed.local_world(config.scale.train_processes, train_config.device,
+                                     config.scale.train_timeout_s) as world:
+            result = distributed.train_everywhere(world, train_config, inputs.data, run.path,
+                                                  resume=resume, log=log)
+    elif world is not None:
+        result = distributed.train_everywhere(world, train_config, inputs.data, run.path,
+                                              resume=resume, log=log)
+    else:
+        from model.train import train as train_model
+
+        result = train_model(train_config, inputs.data, run.path, resume=resume, log=log)
     write_per_user(run, result.per_user, inputs.user_ids, _per_user_provenance(result.metrics))
     _add_inputs_to_metrics(run, inputs)
     return result
+
+
+def check_data_parallel(train_configs: list[TrainConfig], local_processes: int = 0) -> None:
+    """Refuse, before anything trains, a model that cannot train on several processes exactly,
+    and more `local_processes` (spawned on this machine) than its CPU cores (or GPUs)."""
+    from model import distributed
+    from model.registry import data_parallel
+
+    for train_config in train_configs if local_processes > 1 else ():
+        device = distributed.rank_device(train_config.device, 0)
+        distributed.check_processes(local_processes, device)
+    refused = sorted({c.model for c in train_configs if not data_parallel(c.model)})
+    if refused:
+        raise ValueError(
+            f"[scale] train_processes > 1: {', '.join(refused)} cannot train on several processes "
+            "(MMRec's EmbLoss is an unsquared norm of the whole batch's rows: no sum of the "
+            "processes' slices gives the one-process gradient); train them with "
+            "train_processes = 1 (a separate config) or leave them out of [compare]")
 
 
 def complete_per_user(config: Config, train_config: TrainConfig, run: RunFolder) -> None:
