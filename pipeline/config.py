@@ -196,11 +196,11 @@ class StudyConfig(_Section):
     """A study: arms x train fractions x seeds, each arm tuned on valid or run at fixed settings,
     every arm against the best ID-only arm of its regime (pipeline/study.py).
 
-    `preset = "quick"` changes the defaults of the keys it leaves out: one seed (999), train
-    fractions 1.0 and 0.2, at most 30 epochs a run, every tuned arm's search at most 4 trials.
+    `preset = "quick"` is a first look at any study, whatever its other keys say: its first seed
+    only, train fractions 1.0 and 0.2, at most 30 epochs a run and 4 trials a tuned arm's search.
     """
 
-    # "full": the defaults below; "quick": a first look (see above), keys given still win
+    # "full": the study as written; "quick": a first look (see above)
     preset: Literal["full", "quick"] = "full"
 
     # model arms, each with every modality (feature models) or none (ID-only models)
@@ -226,8 +226,12 @@ class StudyConfig(_Section):
     def _quick_defaults(cls, data: Any) -> Any:
         if not isinstance(data, dict) or data.get("preset") != "quick":
             return data
-        data = {"seeds": [999], "train_fractions": [1.0, 0.2], "max_epochs": 30, **data}
-        data["tune"] = {model: {**search, "n_trials": min(search.get("n_trials", 4), 4)}
+        seeds = data.get("seeds") or [999]
+        epochs = data.get("max_epochs") or 30
+        data = {**data, "seeds": seeds[:1], "train_fractions": [1.0, 0.2],
+                "max_epochs": min(epochs, 30) if isinstance(epochs, int) else epochs}
+        data["tune"] = {model: {**search, "n_trials": min(search.get("n_trials", 4), 4),
+                                "max_epochs": min(search.get("max_epochs") or 30, 30)}
                         if isinstance(search, dict) else search
                         for model, search in (data.get("tune") or {}).items()}
         return data

@@ -209,13 +209,14 @@ max_seq_length = 16
     assert inputs["lirdrec@caption:tiny-vlm"] != inputs["lirdrec@embedder:minilm-16"]
 
 
-def test_the_quick_preset_fills_what_is_left_out(tmp_path):
+def test_the_quick_preset_cuts_any_study_to_a_first_look(tmp_path):
     config = _config(tmp_path, "[study]\npreset = 'quick'\nseeds = [1, 2]\n"
+                     "train_fractions = [1.0, 0.5, 0.1]\nmax_epochs = 200\n"
                      "tune.bpr = { n_trials = 10, space.learning_rate = "
                      "{ kind = 'float', low = 1e-3, high = 1e-2 } }\n")
     study = config.study
-    assert (study.seeds, study.train_fractions, study.max_epochs) == ([1, 2], [1.0, 0.2], 30)
-    assert study.tune["bpr"].n_trials == 4
+    assert (study.seeds, study.train_fractions, study.max_epochs) == ([1], [1.0, 0.2], 30)
+    assert (study.tune["bpr"].n_trials, study.tune["bpr"].max_epochs) == (4, 30)
 
 
 def test_ease_past_its_item_limit_stops_the_study_before_any_run(tmp_path, capsys):
