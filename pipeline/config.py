@@ -188,6 +188,12 @@ class CompareConfig(_Section):
         return [dataclasses.replace(model, seed=seed) for model in models for seed in seeds]
 
 
+def _distinct(what: str, values: list) -> list:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} is listed twice: {values}")
+    return values
+
+
 STUDY_MODELS = ("lirdrec", "ease", "lightgcn", "bpr", "pop", "content_knn")
 _SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
@@ -242,9 +248,7 @@ class StudyConfig(_Section):
         unknown = [m for m in models if m not in MODELS]
         if unknown:
             raise ValueError(f"unknown model(s) {unknown}; expected any of {list(MODELS)}")
-        if len(set(models)) != len(models):
-            raise ValueError(f"a model is listed twice: {models}")
-        return models
+        return _distinct("a model", models)
 
     @field_validator("train_fractions")
     @classmethod
@@ -254,9 +258,7 @@ class StudyConfig(_Section):
         bad = [f for f in fractions if not 0.0 < f <= 1.0]
         if bad:
             raise ValueError(f"train fractions must lie in (0, 1], got {bad}")
-        if len(set(fractions)) != len(fractions):
-            raise ValueError(f"a train fraction is listed twice: {fractions}")
-        return fractions
+        return _distinct("a train fraction", fractions)
 
     @field_validator("seeds")
     @classmethod
