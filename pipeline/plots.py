@@ -55,7 +55,7 @@ def regimes_png(summary: StudySummary) -> bytes | None:
         axis.set_xlabel("train fraction")
         axis.set_title(title)
         axis.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _png(figure)
 
 
@@ -81,7 +81,9 @@ def ablation_png(summary: StudySummary) -> bytes | None:
             stds.append(figure_of["std"] if figure_of else 0.0)
         positions = [r + (index - (len(bars) - 1) / 2) * width for r in range(len(regimes))]
         axis.bar(positions, means, width, yerr=stds, capsize=2, label=bar)
-    axis.set_xticks(range(len(regimes)), [f"train fraction {r:g}" for r in regimes])
+    axis.set_xticks(range(len(regimes)),
+                    [f"train fraction {r:g}\n(best ID-only: {summary.regimes[r]['best_id_only']})"
+                     for r in regimes])
     axis.set_ylabel("test NDCG@20")
     axis.set_title("Ablation: modalities and extractors (mean ± std over seeds)")
     axis.grid(axis="y", alpha=0.3)

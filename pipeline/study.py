@@ -406,7 +406,10 @@ def summarise(rows: list[dict[str, Any]], records: list[tuple[Job, RunFolder]]) 
             figures[arm]["delta_vs_best_id_only"] = delta
             figures[arm]["p_value"] = None if arm == best else paired_p_value(runs[arm],
                                                                               runs[best])
-        regimes[regime] = {"best_id_only": best, "arms": figures}
+        cold = {run.read_json(run.metrics).get("n_cold_items", 0)
+                for job, run in records if job.fraction == regime}
+        regimes[regime] = {"best_id_only": best, "arms": figures,
+                           "n_cold_items": [min(cold), max(cold)]}  # per seed's subsample
     return StudySummary(regimes, arms, tuning, has_cold, [str(run.path) for _, run in records])
 
 
@@ -489,7 +492,10 @@ def markdown_table(summary: StudySummary) -> str:
     lines = []
     for regime, body in summary.regimes.items():
         best = body["best_id_only"]
-        lines += [f"### train fraction {regime:g} (best ID-only arm on valid: {best or 'none'})",
+        low, high = body["n_cold_items"]
+        cold = f"{low}" if low == high else f"{low}-{high}"
+        lines += [f"### train fraction {regime:g} (best ID-only arm on valid: {best or 'none'}; "
+                  f"{cold} cold-start item(s), ranked among themselves)",
                   "", "| arm | settings | " + " | ".join(title for _, title in columns)
                   + " | Δ test N@20 vs best ID-only | p (Wilcoxon) | seconds/run |",
                   "|---" * (len(columns) + 5) + "|"]

@@ -123,7 +123,8 @@ def test_a_tiny_study_end_to_end_then_reused_then_resumed(tmp_path, capsys):
     summary = json.loads(layout.summary.read_text())
     body = summary["regimes"]["0.5"]
     assert body["best_id_only"] == "pop"  # the only ID-only arm
-    assert "### train fraction 0.5 (best ID-only arm on valid: pop)" in first
+    assert "### train fraction 0.5 (best ID-only arm on valid: pop; " in first
+    assert "cold-start item(s), ranked among themselves)" in first
     for name in ("regimes", "ablation"):
         assert layout.plot(name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
