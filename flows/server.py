@@ -171,6 +171,9 @@ def demo(config_path: Path, force: str | None = None) -> int:
     config = load_config(config_path)
     server_was_up = healthy()
     flow_run = None
+    # Ctrl-C is ours to handle even when the shell started this process with SIGINT ignored
+    # (a background job of a non-interactive shell: Python then installs no handler of its own)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         start_server()
         start_serving([config_path], "extract-and-train", config.name)

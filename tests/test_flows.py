@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -290,8 +291,9 @@ def test_ctrl_c_during_the_demo_cancels_the_run_and_stops_what_it_started(prefec
         demo.send_signal(signal.SIGINT)
         demo.communicate(timeout=90)
     finally:
-        if demo.poll() is None:
+        if demo.poll() is None:  # a failed test leaves no serve or flow run training on
             demo.kill()
+            _kill_what_the_demo_started(home)
     stderr = errors.read_text()
     assert demo.returncode == 130, stderr
     assert "interrupted: stopping the run" in stderr and "rerun `make demo`" in stderr
@@ -305,6 +307,20 @@ def test_ctrl_c_during_the_demo_cancels_the_run_and_stops_what_it_started(prefec
             name=DeploymentFilterName(any_=["interrupted"])))
     assert [run.state.type.value for run in runs] == ["CANCELLED"]
     assert list((tmp_path / "store-interrupted" / "runs").glob("*/checkpoint.pt"))
+
+
+def _kill_what_the_demo_started(home: Path) -> None:
+    import signal
+
+    pid_file = home / "serve.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and _environ_has(proc, f"PREFECT_HOME={home}") \
+                and _cmdline_has(proc, "prefect.engine"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 def _environ_has(proc: Path, entry: str) -> bool:
