@@ -55,7 +55,7 @@ def main() -> None:
         per_arm[row["arm"]].append(row)
     searches = defaultdict(float)
     for table in (layout.root / "search").glob("*/search.json"):
-        arm = table.parent.name.rsplit("-f", 1)[0]
+        arm = table.parent.name.split("@f", 1)[0]  # <arm>@f<fraction>-<digest>
         searches[arm] += sum(r["seconds"] or 0.0 for r in json.loads(table.read_text())["rows"])
     print("\n| arm | runs | seconds (runs) | s/run | tuning s | best epochs |\n|---|---|---|---|---|---|")
     for arm, arm_rows in per_arm.items():

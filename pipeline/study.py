@@ -252,11 +252,13 @@ def tune(layout: StudyLayout, arm: Arm, data: RecData, variants: dict, fraction:
          seed: int, log: Callable[[str], None]) -> TrainConfig:
     """The arm's settings with the point its search selects on VALID Recall@20 (pipeline/search.py:
     seeded TPE, pruning, resumable), searched on the regime's subsample at `seed`."""
-    from pipeline.search import run_search
+    from pipeline.search import digest, run_search, study_identity
 
     base = dataclasses.replace(arm.train, seed=seed)
     regime = arm_data(data, variants, arm, fraction, seed)
-    root = layout.root / "search" / f"{arm.slug}-f{fraction:g}"
+    # named by the search's identity: another budget or space (a quick preset) is another search
+    identity = digest(study_identity(base, arm.search, regime.fingerprint()))
+    root = layout.root / "search" / f"{arm.slug}@f{fraction:g}-{identity}"
     log(f"study: tuning {arm.name} at train fraction {fraction:g} "
         f"({arm.search.n_trials} trials) in {root}")
     result = run_search(base, arm.search, regime, root, log=log)

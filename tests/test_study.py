@@ -113,8 +113,8 @@ def test_a_tiny_study_end_to_end_then_reused_then_resumed(tmp_path, capsys):
     assert {(r["arm"], r["regime"], r["seed"]) for r in table} == {
         (arm, regime, seed) for arm in arms for regime in (1.0, 0.5) for seed in (1, 2)}
     for regime in (1.0, 0.5):  # tuned once per regime; every seed runs the selected point
-        search = json.loads((layout.root / "search" / f"bpr-tuned-f{regime:g}" / "search.json")
-                            .read_text())
+        folder, = (layout.root / "search").glob(f"bpr-tuned@f{regime:g}-*")
+        search = json.loads((folder / "search.json").read_text())
         chosen = {json.loads(r["settings"])["learning_rate"] for r in table
                   if r["arm"] == "bpr-tuned" and r["regime"] == regime}
         assert chosen == {search["best_params"]["learning_rate"]}
@@ -154,6 +154,13 @@ def test_a_tiny_study_end_to_end_then_reused_then_resumed(tmp_path, capsys):
     assert again.count("finished earlier") == 15 and killed.exists()
     assert {p: p.stat().st_mtime_ns for p in metrics if p != killed} == \
         {p: s for p, s in stamps.items() if p != killed}
+
+    # another budget in the same store (a quick preset's, say) is another search, beside the first
+    other = config.source.with_name("other.toml")
+    other.write_text(config.source.read_text().replace("n_trials = 2\nmax_epochs = 1",
+                                                       "n_trials = 2\nmax_epochs = 2"))
+    assert main(["study", "--config", str(other)]) == 0
+    assert len(list((layout.root / "search").glob("bpr-tuned@f1-*"))) == 2
 
 
 @pytest.mark.slow
