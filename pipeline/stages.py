@@ -223,15 +223,8 @@ def study_stage(
     plots (pipeline/study.py); `ran` is False when every run was reused."""
     from pipeline.study import run_study, study_layout
 
-    trained = []
-
-    def counting(line: str) -> None:
-        if line.startswith("study ") and "finished earlier" not in line and " -> " in line:
-            trained.append(line)
-        log(line)
-
-    summary = run_study(config, log=counting, on_job=on_job)
+    summary = run_study(config, log=log, on_job=on_job)
     layout = study_layout(config)
     text = f"{layout.markdown.read_text()}study folder: {layout.root}"
-    return StageResult("study", bool(trained), text, run_dir=layout.root,
+    return StageResult("study", bool(summary.trained), text, run_dir=layout.root,
                        runs=[Path(p) for p in summary.run_dirs])

@@ -214,7 +214,7 @@ def run_study(config: Config, *, log: Callable[[str], None] = print,
     variants = variant_features(config, arms, inputs, log)
     layout = study_layout(config)
     jobs = plan_jobs(arms, study.train_fractions, study.seeds)
-    records, tuned = [], {}
+    records, tuned, trained = [], {}, []
     for number, job in enumerate(jobs, start=1):
         if job.arm.search is not None:  # once per (arm, regime), on the first seed's subsample
             key = (job.arm.name, job.fraction)
@@ -239,11 +239,12 @@ def run_study(config: Config, *, log: Callable[[str], None] = print,
             result = train(settings, data, run.path, log=log)
             _note_seconds(run, time.perf_counter() - started)
             write_per_user(run, result.per_user, inputs.user_ids, {"study": config.name})
+            trained.append(str(run.path))
         records.append((job, run))
     if on_job is not None and jobs:
         on_job(len(jobs), len(jobs), jobs[-1])
     rows = result_rows(records)
-    summary = summarise(rows, records)
+    summary = dataclasses.replace(summarise(rows, records), trained=trained)
     write_outputs(layout, rows, summary)
     return summary
 
@@ -378,6 +379,7 @@ class StudySummary:
     tuning: dict[str, str]  # arm -> how its settings were chosen (tuning_note)
     has_cold: bool
     run_dirs: list[str]  # every run of the study, in job order
+    trained: list[str]  # the runs this call trained (the others were reused)
 
     def to_json(self) -> dict:
         return {"arms": self.arms, "tuning": self.tuning, "has_cold": self.has_cold,
@@ -412,7 +414,7 @@ def summarise(rows: list[dict[str, Any]], records: list[tuple[Job, RunFolder]]) 
                 for job, run in records if job.fraction == regime}
         regimes[regime] = {"best_id_only": best, "arms": figures,
                            "n_cold_items": [min(cold), max(cold)]}  # per seed's subsample
-    return StudySummary(regimes, arms, tuning, has_cold, [str(run.path) for _, run in records])
+    return StudySummary(regimes, arms, tuning, has_cold, [str(run.path) for _, run in records], [])
 
 
 def _figures(rows: list[dict[str, Any]]) -> dict[str, Any]:

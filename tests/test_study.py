@@ -145,6 +145,9 @@ def test_a_tiny_study_end_to_end_then_reused_then_resumed(tmp_path, capsys):
     rerun = capsys.readouterr().out
     assert rerun.count("finished earlier") == 16
     assert rerun.count("2 of 2 trials finished, running 0") == 2
+    from pipeline.stages import study_stage
+
+    assert not study_stage(config, log=lambda _: None).ran  # every run reused: "Skipped"
     assert {path: path.stat().st_mtime_ns for path in metrics} == stamps
 
     killed = metrics[3]
