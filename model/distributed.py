@@ -134,11 +134,7 @@ def join_torchrun(device_name: str, timeout_s: float) -> World:
 
 
 def leave() -> None:
-    """Leave together: a rank whose peer already tore gloo down may abort at exit ("terminate
-    called without an active exception", seen under torchrun), so all meet once, then destroy."""
     if dist.is_initialized():
-        with contextlib.suppress(RuntimeError):  # a peer that died: nothing left to meet
-            dist.barrier()
         dist.destroy_process_group()
 
 
