@@ -133,8 +133,14 @@ def join_torchrun(device_name: str, timeout_s: float) -> World:
     return join(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), device, timeout_s)
 
 
-def leave() -> None:
+def leave(together: bool = False) -> None:
+    """Destroy the process group. `together`: after a barrier, so that no rank tears its gloo
+    connections down while a peer still uses them (a rank then aborted at exit, 'terminate called
+    without an active exception'); only on the normal path, where every rank gets here: after an
+    error the peers may never arrive, and a barrier would only wait out its time-out."""
     if dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -171,6 +177,8 @@ def local_world(processes: int, device_name: str, timeout_s: float,
         yield world
         if target is None:
             world.broadcast(None)  # no more jobs
+        leave(together=True)  # the workers' own leave(together=True) meets this barrier
+        joined = False
         for worker in workers:
             worker.join(timeout_s)
         failed = {worker.pid: worker.exitcode for worker in workers if worker.exitcode != 0}
@@ -206,8 +214,10 @@ def _worker(rank: int, size: int, device_name: str, timeout_s: float, init_metho
     world = join(rank, size, rank_device(device_name, rank), timeout_s, init_method)
     try:
         target(world, *args)
-    finally:
+    except BaseException:
         leave()
+        raise
+    leave(together=True)
 
 
 def serve_jobs(world: World) -> None:

@@ -125,8 +125,10 @@ def _train_on_ranks(config, force: bool) -> None:
             world.broadcast(None)  # no more jobs (on an error, rank 0's exit ends the others)
         else:
             distributed.serve_jobs(world)
-    finally:
+    except BaseException:
         distributed.leave()
+        raise
+    distributed.leave(together=True)
 
 
 def run_stages(names: list[str], config, *, force: bool = False, fresh: bool = False,
