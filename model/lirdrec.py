@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.gemm import DEFAULT, frozen_linear, plan_for
 from model.graph import (
     item_item_graph,
     knn_graphs,
@@ -169,6 +170,7 @@ class LIRDRec(nn.Module):
                     n_mm_layers=config.n_mm_layers, decay_weight=config.decay_weight,
                     decay_base=config.decay_base, reg_weight=config.reg_weight).to(device)
         model.neighbours: dict[str, np.ndarray] = neighbours
+        model.gemm_plans = [plan_for(x, 8 * config.embedding_size, log) for x in features]
         return model
 
     @classmethod
@@ -218,6 +220,7 @@ class LIRDRec(nn.Module):
         self.register_buffer("w1", torch.tensor(decay_weight, dtype=torch.float64))
         self.register_buffer("w2", torch.tensor(1.0 - decay_weight, dtype=torch.float64))
         self.register_buffer("last_attention", torch.zeros(n_users, self.n_streams))
+        self.gemm_plans = [DEFAULT] * len(features)  # which GEMM runs each wide product (gemm.py)
 
     def item_streams(self, features: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Each stream's item rows from the features (default: the catalog's): S tensors (I, d).
@@ -225,19 +228,21 @@ class LIRDRec(nn.Module):
         The shared stream's first layer acts on concat_m DCT(x_m) (section 2). The orthonormal
         DCT is linear, so DCT(x) W^T = x IDCT(W)^T: it runs on the raw features with its weight
         rows inverse-transformed (an FFT of a (4d, D_m) matrix), fused with modality m's own
-        first layer into one (I, D_m) x (D_m, 8d) product. Same numbers as transforming the
+        first layer into one (I, D_m) x (D_m, 8d) product (on the faster GEMM library here,
+        model/gemm.py). Same numbers as transforming the
         features, without storing a DCT copy of them. Features may be bfloat16
         (TrainConfig.feature_dtype): the wide products run in their dtype, the rest in float32.
         """
+        plans = self.gemm_plans if features is None else [DEFAULT] * len(features)
         if features is None:
             features = [getattr(self, f"features_{m}") for m in range(self.n_streams - 1)]
         shared = self.shared_encoder.hidden
         shared_hidden, offset, rows = shared.bias, 0, []
-        for encoder, x in zip(self.encoders, features, strict=True):
+        for encoder, x, plan in zip(self.encoders, features, plans, strict=True):
             shared_block = idct_rows(shared.weight[:, offset:offset + x.shape[1]])  # (4d, D_m)
             offset += x.shape[1]
             weight = torch.cat([encoder.hidden.weight, shared_block]).to(x.dtype)  # (8d, D_m)
-            own, shared_part = F.linear(x, weight).float().split(4 * self.d, dim=1)  # (I, 4d) x2
+            own, shared_part = frozen_linear(x, weight, plan).float().split(4 * self.d, dim=1)
             rows.append(encoder.head(own + encoder.hidden.bias))  # (I, d)
             shared_hidden = shared_hidden + shared_part  # (I, 4d)
         return rows + [self.shared_encoder.head(shared_hidden)]
@@ -248,7 +253,8 @@ class LIRDRec(nn.Module):
         user_rows = torch.cat([F.normalize(p, dim=1) for p in self.user_preference], dim=1)
         rows = torch.cat([user_rows, item_rows])  # (U+I, S*d)
         rows = propagate_sum(self.ui_adjacency, rows, self.n_ui_layers)  # (U+I, S*d)
-        return rows[: self.n_users], rows[self.n_users:]
+        # split, not two slices: its backward is one concatenation, not two zero-filled copies
+        return rows.split([self.n_users, self.n_items])
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         user_rows, item_rows = self.propagated_rows()  # (U, S*d), (I, S*d)

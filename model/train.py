@@ -36,6 +36,7 @@ from model.config import SELECTION_METRIC, TrainConfig
 from model.data import RecData
 from model.distributed import World, check_same_buffers, data_parallel_backward, evaluate_shared
 from model.dtype import run_feature_dtype
+from model.gemm import GemmPlan
 from model.metrics import UserMetrics, evaluate_splits, evaluate_splits_per_user
 from model.registry import uses_features
 from model.run import RunFolder, config_dict, read_torch, write_json, write_npz, write_torch
@@ -95,7 +96,7 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
             raise ValueError(_NOT_DATA_PARALLEL.format(model=config.model))
         check_same_buffers(model, world)
     trainable = any(p.requires_grad for p in model.parameters())
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate) if trainable else None
+    optimizer = _adam(model, config.learning_rate, device) if trainable else None
     sampler = NegativeSampler(data.train, data.n_items) if trainable else None
     train_pairs = torch.as_tensor(data.train, device=device)  # (N, 2)
     batch_size = clamped_batch(config, len(data.train), log)
@@ -119,6 +120,8 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
         epoch, best_epoch, best_score = state["epoch"], state["best_epoch"], state["best_score"]
         bad_epochs, stopped = state["bad_epochs"], state["stopped"]
         position = state.get("position")
+        if state.get("gemm"):  # the GEMM libraries the run started on (rank 0's): same rounding
+            model.gemm_plans = [GemmPlan(**plan) for plan in state["gemm"]]
     if resumed:
         history = run.read_history(epoch)
         processes = state.get("processes", 1)
@@ -239,6 +242,7 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
     per_user = per_user_metrics(config, data, run, device)
     metrics = _final_metrics(config, data, per_user, history, best_epoch, epoch, build_seconds,
                              device, fingerprint, model.fitted())
+    metrics["gemm"] = [plan.summary() for plan in getattr(model, "gemm_plans", ())]  # gemm.py
     write_json(run.metrics, metrics)
     cold_note = (f"cold R@20 {metrics['test_cold']['recall@20']:.4f}, {metrics['n_cold_items']} cold "
                  "items ranked among themselves" if metrics["test_cold"] else "no cold items")
@@ -264,7 +268,8 @@ def _state(config: TrainConfig, fingerprint: str, model: torch.nn.Module,
              "best_epoch": best_epoch, "best_score": best_score, "bad_epochs": bad_epochs,
              "stopped": stopped, "model": model.state_dict(),
              "optimizer": optimizer.state_dict() if optimizer is not None else None,
-             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+             "gemm": [plan.summary() for plan in getattr(model, "gemm_plans", ())]}
     if world is not None:
         state["processes"] = world.size
     if position is not None:
@@ -374,6 +379,14 @@ def _final_metrics(config: TrainConfig, data: RecData, per_user: dict[str, UserM
         "data_fingerprint": fingerprint, "config": config_dict(config),
         "feature_dtype_resolved": feature_dtype.provenance() if feature_dtype else None,
     }
+
+
+def _adam(model: torch.nn.Module, learning_rate: float, device: torch.device) -> torch.optim.Adam:
+    """Adam; fused (one kernel a parameter instead of ~10 elementwise passes) where torch has it:
+    the same update, floats may differ in the last bits."""
+    fused = device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point
+                                                   for p in model.parameters())
+    return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=fused or None)
 
 
 def _log_data_notes(data: RecData, log: Callable[[str], None]) -> None:

@@ -1,0 +1,134 @@
+"""LIRDRec's wide feature products, x (I, D) W^T and their weight gradient G^T x, on the faster GEMM.
+
+These two products are most of a training step's arithmetic (SPEC section 2; ~93% of Baby's
+epoch FLOPs). On x86 CPUs torch runs float32 matmuls on MKL, and its CPU build also carries
+oneDNN. Which is faster depends on the CPU, the thread count and the shape: on a 2-core AMD EPYC
+(AVX2, 2 threads) oneDNN ran Baby's (7050 x 4096) x (4096 x 512) product at 116-123 GFLOP/s
+against MKL's 92-94, but on one thread at 65 against 75, and the narrow text product's weight
+gradient (384 wide) at 81 against 109. So the library is chosen per product by measuring both
+on its own shape, once per process (`choose`, a fraction of a second on the first `ROWS` rows),
+and only for products large enough for the choice to matter (`MIN_FLOPS`); smaller ones, and
+every non-float32 or non-CPU product, run through torch's default (F.linear). The two libraries
+round differently (float32 sums in another order), so the choice is logged and recorded in the
+run's metrics.json ("gemm").
+
+x is a frozen input: `frozen_linear` differentiates only W (as F.linear does when x needs no
+gradient), so the FLOPs are those of F.linear.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+MIN_FLOPS = 5e8  # a product (2 I D n) below this runs on torch's default: nothing to gain
+ROWS = 2048  # rows of x that the measurement multiplies (its cost: ~4 x 2 x 2 ROWS D n FLOPs)
+MARGIN = 1.05  # oneDNN only when at least this much faster: near a tie, keep torch's default
+ROUNDS = 3  # timed calls of each (library, part), interleaved
+LIBRARIES = ("default", "onednn")
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    """Which library runs a product's forward and its weight gradient, and the rates measured."""
+
+    forward: str = "default"
+    weight_grad: str = "default"
+    rates_gflops: dict | None = None  # {"forward": {library: rate}, "weight_grad": {...}}
+
+    def summary(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT = GemmPlan()
+_PLANS: dict[tuple, GemmPlan] = {}  # per process: (rows, D, n, threads) -> plan
+
+
+def frozen_linear(x: torch.Tensor, weight: torch.Tensor, plan: GemmPlan = DEFAULT) -> torch.Tensor:
+    """x W^T, (I, D) x (n, D) -> (I, n), differentiable in `weight` only (x is frozen)."""
+    if plan == DEFAULT:
+        return F.linear(x, weight)
+    return _FrozenLinear.apply(x, weight, plan)
+
+
+def plan_for(x: torch.Tensor, n: int, log=None) -> GemmPlan:
+    """The plan for products x (I, D) times (D, n) on this machine: measured at the first call for
+    a float32 CPU product of at least MIN_FLOPS (and this thread count), else DEFAULT."""
+    flops = 2.0 * x.shape[0] * x.shape[1] * n
+    if x.device.type != "cpu" or x.dtype != torch.float32 or flops < MIN_FLOPS \
+            or not _onednn_available():
+        return DEFAULT
+    key = (min(x.shape[0], ROWS), x.shape[1], n, torch.get_num_threads())
+    if key not in _PLANS:
+        _PLANS[key] = choose(x[:ROWS], n)
+        if log is not None:
+            plan = _PLANS[key]
+            rates = "; ".join(f"{part} " + ", ".join(f"{lib} {rate:.0f}" for lib, rate in r.items())
+                              for part, r in (plan.rates_gflops or {}).items())
+            log(f"gemm for ({x.shape[0]} x {x.shape[1]}) x ({x.shape[1]} x {n}): forward "
+                f"{plan.forward}, weight gradient {plan.weight_grad} (GFLOP/s {rates})")
+    return _PLANS[key]
+
+
+def choose(x: torch.Tensor, n: int, rounds: int = ROUNDS) -> GemmPlan:
+    """Time both libraries on x (m, D) times a random (D, n), forward and weight gradient; the
+    faster of each, oneDNN only when faster by MARGIN. The calls interleave (one of each per
+    round, after a warm-up round) and each keeps its best time: on a shared machine the rate
+    drifts by tens of percent within seconds, and a slow spell then slows both alike. Leaves
+    torch's global RNG untouched."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(n, x.shape[1], generator=generator)
+    grad = torch.randn(x.shape[0], n, generator=generator)
+    calls = {("forward", library): (lambda lib=library: _forward(lib, x, weight))
+             for library in LIBRARIES}
+    calls.update({("weight_grad", library): (lambda lib=library: _weight_grad(lib, grad, x))
+                  for library in LIBRARIES})
+    best = dict.fromkeys(calls, math.inf)
+    for round_ in range(rounds + 1):
+        for key, call in calls.items():
+            tick = time.perf_counter()
+            call()
+            if round_:  # round 0 warms up: kernel choice, primitive cache
+                best[key] = min(best[key], time.perf_counter() - tick)
+    flops = 2.0 * x.shape[0] * x.shape[1] * n
+    rates = {part: {lib: round(flops / max(best[part, lib], 1e-9) / 1e9, 1) for lib in LIBRARIES}
+             for part in ("forward", "weight_grad")}
+    picks = {part: "onednn" if r["onednn"] >= MARGIN * r["default"] else "default"
+             for part, r in rates.items()}
+    return GemmPlan(picks["forward"], picks["weight_grad"], rates)
+
+
+class _FrozenLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, plan: GemmPlan) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.plan = plan
+        return _forward(plan.forward, x, weight)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        return None, _weight_grad(ctx.plan.weight_grad, grad, x), None
+
+
+def _forward(library: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x W^T: (I, D), (n, D) -> (I, n)."""
+    if library == "onednn":
+        return torch.ops.mkldnn._linear_pointwise(x, weight.contiguous(), None, "none", [], "")
+    return F.linear(x, weight)
+
+
+def _weight_grad(library: str, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """G^T x: (I, n), (I, D) -> (n, D). oneDNN takes x^T as a strided view (no copy of x)."""
+    if library == "onednn":
+        return torch.ops.mkldnn._linear_pointwise(grad.t().contiguous(), x.t(), None, "none",
+                                                  [], "")
+    return grad.t() @ x
+
+
+def _onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")

@@ -1,0 +1,93 @@
+"""The wide products' GEMM library (model/gemm.py): both libraries compute x W^T and G^T x, the
+choice is measured only where it matters, and a run keeps the libraries it started on."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import gemm
+from model.config import TrainConfig
+from model.data import hold_out_items
+from model.gemm import DEFAULT, GemmPlan, choose, frozen_linear, plan_for
+from model.run import read_torch
+from model.train import train
+from tests.support.synthetic import planted_data
+
+needs_onednn = pytest.mark.skipif(not gemm._onednn_available(), reason="torch without oneDNN")
+
+
+@needs_onednn
+@pytest.mark.parametrize("forward", gemm.LIBRARIES)
+@pytest.mark.parametrize("weight_grad", gemm.LIBRARIES)
+def test_every_plan_gives_f_linear_output_and_weight_gradient(forward, weight_grad):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(37, 53, generator=generator)
+    weight = torch.randn(24, 53, generator=generator, requires_grad=True)
+    upstream = torch.randn(37, 24, generator=generator)
+
+    expected = F.linear(x, weight)
+    (expected_grad,) = torch.autograd.grad((expected * upstream).sum(), weight)
+    out = frozen_linear(x, weight, GemmPlan(forward, weight_grad))
+    (grad,) = torch.autograd.grad((out * upstream).sum(), weight)
+
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+    # the weight gradient is G^T x, exactly what it must be (not, say, x^T G transposed wrong)
+    torch.testing.assert_close(grad, upstream.t() @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_small_bf16_and_gpu_products_are_not_measured(monkeypatch):
+    monkeypatch.setattr(gemm, "choose", lambda *a: pytest.fail("measured a product it must not"))
+    assert plan_for(torch.zeros(100, 64), 512) is DEFAULT  # 6.6 MFLOP < MIN_FLOPS
+    assert plan_for(torch.zeros(8000, 4096, dtype=torch.bfloat16), 512) is DEFAULT
+
+
+@needs_onednn
+def test_choose_measures_both_libraries_and_picks_the_faster_by_the_margin(monkeypatch):
+    plan = choose(torch.randn(256, 512), 64, rounds=1)
+    assert set(plan.rates_gflops) == {"forward", "weight_grad"}
+    for part, rates in plan.rates_gflops.items():
+        assert set(rates) == set(gemm.LIBRARIES) and all(rate > 0 for rate in rates.values())
+        faster = rates["onednn"] >= gemm.MARGIN * rates["default"]
+        assert getattr(plan, part) == ("onednn" if faster else "default")
+    assert GemmPlan(**plan.summary()) == plan  # what checkpoints and metrics.json keep
+
+
+@needs_onednn
+def test_a_run_records_its_plans_and_a_resumed_run_keeps_them(tmp_path, monkeypatch):
+    data = hold_out_items(planted_data(n_users=40, seed=2), 0.1, seed=0)
+    config = TrainConfig(embedding_size=8, knn_k=3, learning_rate=1e-2, epochs=2, patience=2,
+                         batch_size=64, device="cpu", feature_dtype="float32", topk=(10, 20))
+    forced = GemmPlan("onednn", "onednn", {"forward": {}, "weight_grad": {}})
+    monkeypatch.setattr(gemm, "MIN_FLOPS", 0.0)
+    monkeypatch.setattr(gemm, "choose", lambda x, n: forced)
+    monkeypatch.setattr(gemm, "_PLANS", {})
+    run_dir = tmp_path / "run"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch, _valid):
+        raise Stop
+
+    with pytest.raises(Stop):  # ends after epoch 1, resumable
+        train(config, data, run_dir, log=lambda _: None, on_epoch=stop_after_first)
+    saved = read_torch(run_dir / "checkpoint.pt")["gemm"]
+    assert saved == [forced.summary()] * len(data.modalities)
+
+    # resumed where this machine now measures otherwise: it keeps the libraries it started on
+    monkeypatch.setattr(gemm, "choose", lambda x, n: GemmPlan())
+    monkeypatch.setattr(gemm, "_PLANS", {})
+    result = train(config, data, run_dir, log=lambda _: None)
+    assert result.epochs_run == 2
+    assert result.metrics["gemm"] == [forced.summary()] * len(data.modalities)
+
+
+def test_checkpoints_of_models_without_wide_products_hold_no_plans(tmp_path):
+    data = hold_out_items(planted_data(n_users=30, seed=1), 0.1, seed=0)
+    config = TrainConfig(model="bpr", embedding_size=8, epochs=1, batch_size=64, device="cpu",
+                         topk=(10, 20))
+    train(config, data, Path(tmp_path), log=lambda _: None)
+    assert read_torch(Path(tmp_path) / "checkpoint.pt")["gemm"] == []
