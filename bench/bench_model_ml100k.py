@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.lirdrec_data import ROOT, ml100k  # noqa: E402
+from bench.lirdrec_data import ROOT, mean_std, ml100k  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
 from model.train import train  # noqa: E402
 
@@ -64,15 +63,10 @@ def main() -> None:
     print("\n| model | " + " | ".join(f"test {n}" for n in SHOWN) + " | best epoch | s/epoch |")
     print("|---|" + "---|" * (len(SHOWN) + 2))
     for model, rows in results.items():
-        cells = [_mean_std([row[name] for row in rows], 4) for name in SHOWN]
-        cells += [_mean_std([row["best_epoch"] for row in rows], 0),
-                  _mean_std([row["s_per_epoch"] for row in rows], 2)]
+        cells = [mean_std([row[name] for row in rows], 4) for name in SHOWN]
+        cells += [mean_std([row["best_epoch"] for row in rows], 0),
+                  mean_std([row["s_per_epoch"] for row in rows], 2)]
         print(f"| {model} (n={len(rows)}) | " + " | ".join(cells) + " |")
-
-
-def _mean_std(values: list[float], digits: int) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--feature-dtype", choices=["auto", "float32", "bfloat16"], default="float32")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--processes", type=int, default=1, help="data-parallel processes")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -60,7 +61,13 @@ def main() -> None:
     from model.train import train
 
     with tempfile.TemporaryDirectory() as run_dir:
-        result = train(config, data, Path(run_dir), resume=False)
+        if args.processes > 1:
+            from model.distributed import local_world, train_everywhere
+
+            with local_world(args.processes, config.device, timeout_s=1800.0) as world:
+                result = train_everywhere(world, config, data, Path(run_dir), resume=False)
+        else:
+            result = train(config, data, Path(run_dir), resume=False)
         history = [json.loads(line)
                    for line in (Path(run_dir) / "history.jsonl").read_text().splitlines()]
     per_epoch = [line["train_seconds"] + line["eval_seconds"] for line in history]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +47,9 @@ def describe(data: RecData) -> str:
     dims = ", ".join(f"{n} {x.shape[1]}-d" for n, x in data.features.items()) or "no features"
     return (f"{data.n_users} users, {data.n_items} items, train/valid/test "
             f"{len(data.train)}/{len(data.valid)}/{len(data.test)}, {dims}")
+
+
+def mean_std(values: list[float], digits: int) -> str:
+    """'mean ± sample std' of `values` (± 0 for one value)."""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
