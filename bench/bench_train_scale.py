@@ -8,6 +8,13 @@ full-ranking evaluation extrapolated from a timed chunk of users). Features are 
 
     nice -n 5 python bench/bench_train_scale.py                       # 10^6 items, 10^7 pairs
     python bench/bench_train_scale.py --items 20000 --interactions 200000 --steps 5   # a quick try
+    python bench/bench_train_scale.py --batch-size 65536 --lr-scaling linear --steps 5
+
+--batch-size / --lr-scaling / --warmup-steps set the TrainConfig fields of those names (the
+defaults are the reference's: 2048, none, 0). The arithmetic floor of this machine is printed
+beside the times: the step's wide feature products (forward and weight gradient) and one full
+valid evaluation's scoring (valid users x items x S*d), each over the float32 GEMM rate measured
+on the wide product.
 """
 
 from __future__ import annotations
@@ -59,6 +66,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--feature-dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     parser.add_argument("--nprobe", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--lr-scaling", choices=["none", "linear", "sqrt"], default="none")
+    parser.add_argument("--warmup-steps", type=int, default=0)
     args = parser.parse_args()
     n_users = args.users or args.interactions // 20
 
@@ -69,7 +79,9 @@ def main() -> None:
           f"two {args.dim}-d modalities, made in {made:.0f}s; RSS {peak_rss_gb():.1f} GB",
           flush=True)
     config = TrainConfig(mm_weights={"image": 0.5, "text": 0.5}, knn_method="ivf",
-                         knn_nprobe=args.nprobe, feature_dtype=args.feature_dtype, device="cpu")
+                         knn_nprobe=args.nprobe, feature_dtype=args.feature_dtype, device="cpu",
+                         batch_size=args.batch_size, lr_scaling=args.lr_scaling,
+                         warmup_steps=args.warmup_steps)
     tick = time.perf_counter()
     torch.manual_seed(0)
     model = build_model(config, data, torch.device("cpu"), log=lambda s: print(s, flush=True))
@@ -79,7 +91,9 @@ def main() -> None:
     train_pairs, valid_pairs, n_items = data.train, data.valid, data.n_items
     del data
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    from model.schedule import learning_rate_at
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
     sampler, rng = NegativeSampler(train_pairs, n_items), np.random.default_rng(0)
     order = rng.permutation(len(train_pairs))
     step_seconds = []
@@ -88,6 +102,8 @@ def main() -> None:
         batch = train_pairs[order[step * config.batch_size:(step + 1) * config.batch_size]]
         users, positives = (torch.as_tensor(batch[:, i]) for i in (0, 1))
         negatives = torch.as_tensor(sampler.sample(batch[:, 0], rng))
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(config, config.batch_size, step)
         user_vectors, item_vectors = model()
         loss = model.batch_loss(user_vectors, item_vectors, users, positives, negatives)
         optimizer.zero_grad(set_to_none=True)
@@ -112,6 +128,14 @@ def main() -> None:
     eval_estimate = forward + chunk_seconds * len(valid_users) / 256
     steps_per_epoch = -(-len(train_pairs) // config.batch_size)
     median_step = statistics.median(step_seconds)
+    width = 8 * config.embedding_size
+    rate = _float32_rate(args.dim, width)
+    wide_step = 2 * 2 * 2 * args.items * args.dim * width  # 2 modalities, forward + weight grad
+    scoring = 2 * len(valid_users) * args.items * 3 * config.embedding_size
+    print(f"float32 GEMM {rate:.1f} GFLOP/s on a (8192 x {args.dim}) x ({args.dim} x {width}) "
+          f"product: the floor of a step's wide products {wide_step / rate / 1e9:.1f}s "
+          f"(median step {median_step:.1f}s), of one full valid scoring "
+          f"{scoring / rate / 1e9 / 60:.1f} min ({len(valid_users):,} users)", flush=True)
     print(json.dumps({
         "items": args.items, "users": n_users, "train_pairs": len(train_pairs),
         "feature_dtype": args.feature_dtype, "data_seconds": round(made),
@@ -121,8 +145,23 @@ def main() -> None:
         "steps_per_epoch": steps_per_epoch,
         "extrapolated_train_epoch_hours": round(steps_per_epoch * median_step / 3600, 2),
         "extrapolated_valid_eval_hours": round(eval_estimate / 3600, 2),
-        "peak_rss_gb": round(peak_rss_gb(), 2),
+        "peak_rss_gb": round(peak_rss_gb(), 2), "batch_size": config.batch_size,
+        "lr_scaling": config.lr_scaling, "float32_gflops": round(rate, 1),
+        "floor_wide_step_seconds": round(wide_step / rate / 1e9, 2),
+        "floor_valid_scoring_minutes": round(scoring / rate / 1e9 / 60, 1),
     }), flush=True)
+
+
+def _float32_rate(dim: int, width: int) -> float:
+    """GFLOP/s of x (8192, dim) W^T (dim, width) in float32 on torch's default GEMM, best of 3."""
+    x, weight = torch.randn(8192, dim), torch.randn(width, dim)
+    x @ weight.T
+    best = float("inf")
+    for _ in range(3):
+        tick = time.perf_counter()
+        x @ weight.T
+        best = min(best, time.perf_counter() - tick)
+    return 2 * 8192 * dim * width / best / 1e9
 
 
 if __name__ == "__main__":
