@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
+from bench.bench_reference import machine_line  # noqa: E402
 from bench.lirdrec_data import ROOT, amazon, mean_std, ml100k  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
 from model.train import train  # noqa: E402
@@ -47,9 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     data = ml100k() if args.dataset == "ml100k" else \
         amazon("baby", synthetic_dims={"image": 4096, "text": 384}, seed=0)
-    print(f"cpu: {platform.processor() or platform.machine()}, torch {torch.__version__} "
-          f"capability {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} "
-          f"threads; {args.dataset}: {len(data.train)} train pairs", flush=True)
+    print(f"{machine_line()}; {args.dataset}: {len(data.train)} train pairs", flush=True)
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         for rule in args.rules.split(","):
