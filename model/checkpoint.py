@@ -7,6 +7,7 @@ from typing import Any
 
 from model.config import TrainConfig
 from model.run import config_dict, read_torch
+from model.schedule import batch_rule
 
 # Fields that change how a run is executed but not what it computes: a checkpoint may be resumed
 # with other values for them.
@@ -22,13 +23,17 @@ LATER_FIELDS = {"feature_dtype_force": False, "lr_scaling": "none", "lr_referenc
 def run_identity(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """What names a run (its folder's hash) and what a resumed checkpoint must match: the config
     with `feature_dtype` as it runs on this machine ("auto" resolved; "float32" for ID-only models,
-    which have no features) and the LATER_FIELDS left out while at their defaults. So runs made
+    which have no features), `lr_scaling` "auto" as the rule it resolves to, and the LATER_FIELDS
+    left out while at their defaults. So runs made
     before these settings existed keep their folder names."""
     from model.registry import uses_features
 
     values = config_dict(config) if isinstance(config, TrainConfig) else dict(config)
     if "model" not in values:
         return values
+    if values.get("lr_scaling") == "auto":  # the rule it resolves to ("none" at batch 2048)
+        values["lr_scaling"] = batch_rule("auto", values["batch_size"],
+                                          values.get("lr_reference_batch", 2048))
     for name, default in LATER_FIELDS.items():
         if name in values and values[name] == default \
                 and isinstance(values[name], bool) == isinstance(default, bool):

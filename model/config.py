@@ -10,7 +10,7 @@ from model.registry import MODELS
 
 KNN_METHODS = ("exact", "ivf", "hnsw")
 FEATURE_DTYPES = ("auto", "float32", "bfloat16")  # model/dtype.py resolves "auto"
-LR_SCALINGS = ("none", "linear", "sqrt")
+LR_SCALINGS = ("auto", "none", "linear", "sqrt")
 SELECTION_METRIC = "recall@20"  # early stopping and search both select on VALID Recall@20
 
 
@@ -48,8 +48,9 @@ class TrainConfig:
     # processes of a data-parallel run; larger than the training pairs: clamped (a warning)
     batch_size: int = 2048
     # the learning rate's batch rule: "none" (learning_rate as given) | "linear" | "sqrt":
-    # learning_rate * (batch_size / lr_reference_batch), or its square root
-    lr_scaling: str = "none"
+    # learning_rate * (batch_size / lr_reference_batch), or its square root | "auto": "linear"
+    # above lr_reference_batch, "none" at or below it (measured: README section 9)
+    lr_scaling: str = "auto"
     lr_reference_batch: int = 2048  # the batch that learning_rate is meant for (lr_scaling)
     warmup_steps: int = 0  # the learning rate ramps up linearly over the first N steps; 0 = off
     epochs: int = 1000  # at most; early stopping usually ends training sooner

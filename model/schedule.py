@@ -14,11 +14,20 @@ def learning_rate_at(config: TrainConfig, batch_size: int, step: int) -> float:
     scaled to `batch_size` by `lr_scaling` (relative to lr_reference_batch), ramped up linearly
     over the first `warmup_steps` steps ((step + 1) / warmup_steps of it)."""
     ratio = batch_size / config.lr_reference_batch
-    scale = {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[config.lr_scaling]
+    rule = batch_rule(config.lr_scaling, batch_size, config.lr_reference_batch)
+    scale = {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[rule]
     learning_rate = config.learning_rate * scale
     if step < config.warmup_steps:
         return learning_rate * (step + 1) / config.warmup_steps
     return learning_rate
+
+
+def batch_rule(lr_scaling: str, batch_size: int, reference_batch: int) -> str:
+    """The rule that runs: "auto" is "linear" above the reference batch and "none" at or below it
+    (so the learning rate of configs at or under the reference batch is the one they give)."""
+    if lr_scaling == "auto":
+        return "linear" if batch_size > reference_batch else "none"
+    return lr_scaling
 
 
 def clamped_batch(config: TrainConfig, n_train: int, log: Callable[[str], None]) -> int:

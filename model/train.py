@@ -41,7 +41,7 @@ from model.metrics import UserMetrics, evaluate_splits, evaluate_splits_per_user
 from model.registry import uses_features
 from model.run import RunFolder, config_dict, read_torch, write_json, write_npz, write_torch
 from model.sampling import NegativeSampler
-from model.schedule import checkpoint_due, clamped_batch, learning_rate_at
+from model.schedule import batch_rule, checkpoint_due, clamped_batch, learning_rate_at
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +101,11 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
     train_pairs = torch.as_tensor(data.train, device=device)  # (N, 2)
     batch_size = clamped_batch(config, len(data.train), log)
     steps_per_epoch = -(-len(data.train) // batch_size)
+    if trainable and batch_size != config.lr_reference_batch:
+        log(f"batch {batch_size}: learning rate {learning_rate_at(config, batch_size, 10**9):.3g} "
+            f"(lr_scaling {batch_rule(config.lr_scaling, batch_size, config.lr_reference_batch)}"
+            f" of {config.learning_rate:g} at batch {config.lr_reference_batch}"
+            + (f", warmup {config.warmup_steps} steps)" if config.warmup_steps else ")"))
 
     epoch, best_epoch, best_score, bad_epochs, stopped = 0, 0, -1.0, 0, False
     position = None  # where a checkpoint written within an epoch stopped

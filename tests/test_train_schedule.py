@@ -26,8 +26,12 @@ def without_timings(metrics: dict) -> dict:
 
 def test_learning_rate_rules_relative_to_the_reference_batch_and_warmup():
     base = TrainConfig(learning_rate=1e-3)
-    assert learning_rate_at(base, 65536, 0) == 1e-3  # "none": the default
+    # "auto", the default: linear above the reference batch, the given rate at or below it
+    assert learning_rate_at(base, 65536, 0) == pytest.approx(32e-3)
+    assert learning_rate_at(base, 2048, 0) == learning_rate_at(base, 512, 0) == 1e-3
+    assert learning_rate_at(dataclasses.replace(base, lr_scaling="none"), 65536, 0) == 1e-3
     linear = dataclasses.replace(base, lr_scaling="linear")
+    assert learning_rate_at(linear, 512, 0) == pytest.approx(0.25e-3)
     assert learning_rate_at(linear, 8192, 0) == pytest.approx(4e-3)
     assert learning_rate_at(linear, 2048, 5) == 1e-3
     sqrt = dataclasses.replace(base, lr_scaling="sqrt", lr_reference_batch=1024)
@@ -47,6 +51,12 @@ def test_new_settings_at_their_defaults_leave_the_run_identity_alone():
                  "checkpoint_every_steps", "checkpoint_every_minutes"):
         assert name not in identity
     assert run_identity(dataclasses.replace(CONFIG, eval_every=2))["eval_every"] == 2
+    # "auto" names the run by the rule it resolves to: at or below the reference batch the run
+    # made before "auto" existed ("none"), above it the "linear" one
+    assert run_identity(dataclasses.replace(CONFIG, lr_scaling="none")) == identity
+    big = dataclasses.replace(CONFIG, batch_size=8192)
+    assert run_identity(big) == run_identity(dataclasses.replace(big, lr_scaling="linear"))
+    assert run_identity(big) != run_identity(dataclasses.replace(big, lr_scaling="none"))
 
 
 def test_a_batch_larger_than_the_training_pairs_is_clamped_with_a_warning(tmp_path):
