@@ -49,7 +49,7 @@ def main() -> None:
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         for rule in args.rules.split(","):
-            if batch == 2048 and rule != args.rules.split(",")[0]:
+            if batch == TrainConfig.lr_reference_batch and rule != args.rules.split(",")[0]:
                 continue  # every rule is the reference learning rate at the reference batch
             for seed in [int(s) for s in args.seeds.split(",")]:
                 rows.append(run_one(args, data, batch, rule, seed))

@@ -8,10 +8,10 @@ full-ranking evaluation extrapolated from a timed chunk of users). Features are 
 
     nice -n 5 python bench/bench_train_scale.py                       # 10^6 items, 10^7 pairs
     python bench/bench_train_scale.py --items 20000 --interactions 200000 --steps 5   # a quick try
-    python bench/bench_train_scale.py --batch-size 65536 --lr-scaling linear --steps 5
+    python bench/bench_train_scale.py --batch-size 65536 --warmup-steps 20 --steps 5
 
 --batch-size / --lr-scaling / --warmup-steps set the TrainConfig fields of those names (the
-defaults are the reference's: 2048, none, 0). The arithmetic floor of this machine is printed
+defaults are the trainer's: 2048, auto (linear above 2048), 0). The arithmetic floor of this machine is printed
 beside the times: the step's wide feature products (forward and weight gradient) and one full
 valid evaluation's scoring (valid users x items x S*d), each over the float32 GEMM rate measured
 on the wide product.
@@ -33,8 +33,9 @@ import torch  # noqa: E402
 
 from bench.lirdrec_data import peak_rss_gb  # noqa: E402
 from model.build import build_model  # noqa: E402
-from model.config import TrainConfig  # noqa: E402
+from model.config import LR_SCALINGS, TrainConfig  # noqa: E402
 from model.data import RecData  # noqa: E402
+from model.gemm import choose  # noqa: E402
 from model.metrics import evaluate  # noqa: E402
 from model.sampling import NegativeSampler  # noqa: E402
 
@@ -67,7 +68,7 @@ def main() -> None:
     parser.add_argument("--feature-dtype", choices=["auto", "float32", "bfloat16"], default="auto")
     parser.add_argument("--nprobe", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=2048)
-    parser.add_argument("--lr-scaling", choices=["none", "linear", "sqrt"], default="none")
+    parser.add_argument("--lr-scaling", choices=LR_SCALINGS, default="auto")
     parser.add_argument("--warmup-steps", type=int, default=0)
     args = parser.parse_args()
     n_users = args.users or args.interactions // 20
@@ -129,11 +130,12 @@ def main() -> None:
     steps_per_epoch = -(-len(train_pairs) // config.batch_size)
     median_step = statistics.median(step_seconds)
     width = 8 * config.embedding_size
-    rate = _float32_rate(args.dim, width)
+    rates = choose(torch.randn(8192, args.dim), width).rates_gflops  # both libraries, both parts
+    rate = max(max(by_library.values()) for by_library in rates.values())
     wide_step = 2 * 2 * 2 * args.items * args.dim * width  # 2 modalities, forward + weight grad
-    scoring = 2 * len(valid_users) * args.items * 3 * config.embedding_size
-    print(f"float32 GEMM {rate:.1f} GFLOP/s on a (8192 x {args.dim}) x ({args.dim} x {width}) "
-          f"product: the floor of a step's wide products {wide_step / rate / 1e9:.1f}s "
+    scoring = 2 * len(valid_users) * args.items * model.n_streams * config.embedding_size
+    print(f"float32 GEMM {rate:.1f} GFLOP/s (the better of MKL and oneDNN) on a (8192 x {args.dim})"
+          f" x ({args.dim} x {width}) product: the floor of a step's wide products {wide_step / rate / 1e9:.1f}s "
           f"(median step {median_step:.1f}s), of one full valid scoring "
           f"{scoring / rate / 1e9 / 60:.1f} min ({len(valid_users):,} users)", flush=True)
     print(json.dumps({
@@ -150,18 +152,6 @@ def main() -> None:
         "floor_wide_step_seconds": round(wide_step / rate / 1e9, 2),
         "floor_valid_scoring_minutes": round(scoring / rate / 1e9 / 60, 1),
     }), flush=True)
-
-
-def _float32_rate(dim: int, width: int) -> float:
-    """GFLOP/s of x (8192, dim) W^T (dim, width) in float32 on torch's default GEMM, best of 3."""
-    x, weight = torch.randn(8192, dim), torch.randn(width, dim)
-    x @ weight.T
-    best = float("inf")
-    for _ in range(3):
-        tick = time.perf_counter()
-        x @ weight.T
-        best = min(best, time.perf_counter() - tick)
-    return 2 * 8192 * dim * width / best / 1e9
 
 
 if __name__ == "__main__":

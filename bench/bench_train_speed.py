@@ -4,8 +4,8 @@ Reference settings (d 64, 2 UI layers, knn_k 10, batch 2048, image 0.1 / text 0.
 test evaluation every epoch (as the reference does). Prints the sizes, model+graph build time,
 per-epoch train and eval seconds, the median of epochs 2-4 of train+eval, and peak RSS. One
 dataset per process so that peak RSS is that dataset's. Also the arithmetic bound: the float32
-GEMM rate of this machine on the epoch's own wide products (measured before and after training;
-the better one counts), the epoch's matmul FLOPs, and each epoch as a multiple of FLOPs / rate;
+GEMM rate of this machine on the epoch's own wide products (each at the better of MKL and oneDNN,
+measured before and after training; the better one counts), the epoch's matmul FLOPs, and each epoch as a multiple of FLOPs / rate;
 the bf16 rate of the same product (on 512 rows) and what feature_dtype = "auto" picks here.
 bench/bench_reference.py runs this beside the reference implementation. Usage:
 
@@ -115,18 +115,21 @@ def epoch_flops(data, config: TrainConfig) -> dict[str, float]:
 
 def wide_gemm_rates(data, config: TrainConfig) -> dict[str, float]:
     """GFLOP/s of the epoch's own wide products: x (I, D_m) times W^T (D_m, 8d) and the weight
-    gradient G^T (8d, I) times x, float32 (best of 3); bf16 on the first 512 rows (emulated bf16
+    gradient G^T (8d, I) times x, float32, each at the better of torch's two CPU GEMM libraries
+    (model/gemm.py's interleaved best-of-3 on the whole product: the bound is the best this
+    machine does, whichever library training ran on); bf16 on the first 512 rows (emulated bf16
     is ~100x slower: the full product would take half a minute)."""
+    from model.gemm import choose
+
     width = 8 * config.embedding_size
-    generator = torch.Generator().manual_seed(0)
     seconds, flops = 0.0, 0.0
     for x in data.features.values():
         x = torch.from_numpy(x)
-        weight = torch.randn(width, x.shape[1], generator=generator)
-        grad = torch.randn(x.shape[0], width, generator=generator)
-        seconds += _best_of(3, lambda x=x, w=weight: x @ w.T)
-        seconds += _best_of(3, lambda x=x, g=grad: g.T @ x)
-        flops += 2 * 2 * x.shape[0] * x.shape[1] * width
+        product = 2 * x.shape[0] * x.shape[1] * width
+        rates = choose(x, width).rates_gflops  # {"forward": {library: rate}, "weight_grad": ...}
+        seconds += sum(product / (max(by_library.values()) * 1e9) for by_library in rates.values())
+        flops += 2 * product
+    generator = torch.Generator().manual_seed(0)
     x = torch.from_numpy(next(iter(data.features.values()))[:512]).bfloat16()
     weight = torch.randn(width, x.shape[1], generator=generator).bfloat16()
     bf16 = _best_of(1, lambda: x @ weight.T)

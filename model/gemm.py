@@ -3,9 +3,9 @@
 These two products are most of a training step's arithmetic (SPEC section 2; ~93% of Baby's
 epoch FLOPs). On x86 CPUs torch runs float32 matmuls on MKL, and its CPU build also carries
 oneDNN. Which is faster depends on the CPU, the thread count and the shape: on a 2-core AMD EPYC
-(AVX2, 2 threads) oneDNN ran Baby's (7050 x 4096) x (4096 x 512) product at 116-123 GFLOP/s
-against MKL's 92-94, but on one thread at 65 against 75, and the narrow text product's weight
-gradient (384 wide) at 81 against 109. So the library is chosen per product by measuring both
+(AVX2, 2 threads) oneDNN ran Baby's (7050 x 4096) x (4096 x 512) products at 112-123 GFLOP/s
+against MKL's 82-124 (the rate drifting by tens of percent between calls), on one thread at 65
+against 75, and the narrow text product's weight gradient (384 wide) at 47-81 against 109-124. So the library is chosen per product by measuring both
 on its own shape, once per process (`choose`, a fraction of a second on the first `ROWS` rows),
 and only for products large enough for the choice to matter (`MIN_FLOPS`); smaller ones, and
 every non-float32 or non-CPU product, run through torch's default (F.linear). The two libraries
@@ -50,7 +50,7 @@ _PLANS: dict[tuple, GemmPlan] = {}  # per process: (rows, D, n, threads) -> plan
 
 def frozen_linear(x: torch.Tensor, weight: torch.Tensor, plan: GemmPlan = DEFAULT) -> torch.Tensor:
     """x W^T, (I, D) x (n, D) -> (I, n), differentiable in `weight` only (x is frozen)."""
-    if plan == DEFAULT:
+    if plan.forward == plan.weight_grad == "default":  # measured or not: torch's own path
         return F.linear(x, weight)
     return _FrozenLinear.apply(x, weight, plan)
 

@@ -389,9 +389,8 @@ def _final_metrics(config: TrainConfig, data: RecData, per_user: dict[str, UserM
 def _adam(model: torch.nn.Module, learning_rate: float, device: torch.device) -> torch.optim.Adam:
     """Adam; fused (one kernel a parameter instead of ~10 elementwise passes) where torch has it:
     the same update, floats may differ in the last bits."""
-    fused = device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point
-                                                   for p in model.parameters())
-    return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=fused or None)
+    fused = device.type in ("cpu", "cuda") or None
+    return torch.optim.Adam(model.parameters(), lr=learning_rate, fused=fused)
 
 
 def _log_data_notes(data: RecData, log: Callable[[str], None]) -> None:
