@@ -6,8 +6,9 @@ oneDNN. Which is faster depends on the CPU, the thread count and the shape: on a
 (AVX2, 2 threads) oneDNN ran Baby's (7050 x 4096) x (4096 x 512) products at 112-123 GFLOP/s
 against MKL's 82-124 (the rate drifting by tens of percent between calls), on one thread at 65
 against 75, and the narrow text product's weight gradient (384 wide) at 47-81 against 109-124.
-So the library is chosen per product by measuring both on its own shape, once per process (`choose` on the first `ROWS` rows: 2.1 s for Baby's 4,096-d
-product on that EPYC, 0.13 s for its 384-d one; a resumed run measures and then keeps its own),
+So the library is chosen per product by measuring both on its own shape, once per process
+(`choose` on the first `ROWS` rows: 2.1 s for Baby's 4,096-d product on that EPYC, 0.13 s for
+its 384-d one; a resumed run measures and then keeps its own),
 and only for products large enough for the choice to matter (`MIN_FLOPS`); smaller ones, and
 every non-float32 or non-CPU product, run through torch's default (F.linear). The two libraries
 round differently (float32 sums in another order), so the choice is logged and recorded in the
