@@ -32,6 +32,7 @@ ROWS = 2048  # rows of x that the measurement multiplies (its cost: ~4 x 2 x 2 R
 MARGIN = 1.05  # oneDNN only when at least this much faster: near a tie, keep torch's default
 ROUNDS = 3  # timed calls of each (library, part), interleaved
 LIBRARIES = ("default", "onednn")
+PARTS = ("forward", "weight_grad")
 
 
 @dataclass(frozen=True)
@@ -57,16 +58,17 @@ def frozen_linear(x: torch.Tensor, weight: torch.Tensor, plan: GemmPlan = DEFAUL
     return _FrozenLinear.apply(x, weight, plan)
 
 
-def plan_for(x: torch.Tensor, n: int, log=None) -> GemmPlan:
+def plan_for(x: torch.Tensor, n: int, log=None, *, backward: bool = True) -> GemmPlan:
     """The plan for products x (I, D) times (D, n) on this machine: measured at the first call for
-    a float32 CPU product of at least MIN_FLOPS (and this thread count), else DEFAULT."""
+    a float32 CPU product of at least MIN_FLOPS (and this thread count), else DEFAULT. Without
+    `backward` only the forward product is measured (its weight gradient stays the default)."""
     flops = 2.0 * x.shape[0] * x.shape[1] * n
     if x.device.type != "cpu" or x.dtype != torch.float32 or flops < MIN_FLOPS \
             or not _onednn_available():
         return DEFAULT
-    key = (min(x.shape[0], ROWS), x.shape[1], n, torch.get_num_threads())
+    key = (min(x.shape[0], ROWS), x.shape[1], n, torch.get_num_threads(), backward)
     if key not in _PLANS:
-        _PLANS[key] = choose(x[:ROWS], n)
+        _PLANS[key] = choose(x[:ROWS], n, parts=PARTS if backward else PARTS[:1])
         if log is not None:
             plan = _PLANS[key]
             rates = "; ".join(f"{part} " + ", ".join(f"{lib} {rate:.0f}" for lib, rate in r.items())
@@ -76,19 +78,21 @@ def plan_for(x: torch.Tensor, n: int, log=None) -> GemmPlan:
     return _PLANS[key]
 
 
-def choose(x: torch.Tensor, n: int, rounds: int = ROUNDS) -> GemmPlan:
-    """Time both libraries on x (m, D) times a random (D, n), forward and weight gradient; the
-    faster of each, oneDNN only when faster by MARGIN. The calls interleave (one of each per
-    round, after a warm-up round) and each keeps its best time: on a shared machine the rate
-    drifts by tens of percent within seconds, and a slow spell then slows both alike. Leaves
-    torch's global RNG untouched."""
+def choose(x: torch.Tensor, n: int, rounds: int = ROUNDS,
+           parts: tuple[str, ...] = PARTS) -> GemmPlan:
+    """Time both libraries on x (m, D) times a random (D, n), forward and weight gradient (or the
+    `parts` named); the faster of each, oneDNN only when faster by MARGIN. The calls interleave
+    (one of each per round, after a warm-up round) and each keeps its best time: on a shared
+    machine the rate drifts by tens of percent within seconds, and a slow spell then slows both
+    alike. Leaves torch's global RNG untouched."""
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(n, x.shape[1], generator=generator)
-    grad = torch.randn(x.shape[0], n, generator=generator)
     calls = {("forward", library): (lambda lib=library: _forward(lib, x, weight))
              for library in LIBRARIES}
-    calls.update({("weight_grad", library): (lambda lib=library: _weight_grad(lib, grad, x))
-                  for library in LIBRARIES})
+    if "weight_grad" in parts:
+        grad = torch.randn(x.shape[0], n, generator=generator)
+        calls.update({("weight_grad", library): (lambda lib=library: _weight_grad(lib, grad, x))
+                      for library in LIBRARIES})
     best = dict.fromkeys(calls, math.inf)
     for round_ in range(rounds + 1):
         for key, call in calls.items():
@@ -98,10 +102,10 @@ def choose(x: torch.Tensor, n: int, rounds: int = ROUNDS) -> GemmPlan:
                 best[key] = min(best[key], time.perf_counter() - tick)
     flops = 2.0 * x.shape[0] * x.shape[1] * n
     rates = {part: {lib: round(flops / max(best[part, lib], 1e-9) / 1e9, 1) for lib in LIBRARIES}
-             for part in ("forward", "weight_grad")}
+             for part in parts}
     picks = {part: "onednn" if r["onednn"] >= MARGIN * r["default"] else "default"
              for part, r in rates.items()}
-    return GemmPlan(picks["forward"], picks["weight_grad"], rates)
+    return GemmPlan(picks["forward"], picks.get("weight_grad", "default"), rates)
 
 
 class _FrozenLinear(torch.autograd.Function):

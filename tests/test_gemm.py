@@ -3,6 +3,7 @@ choice is measured only where it matters, and a run keeps the libraries it start
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -56,13 +57,44 @@ def test_choose_measures_both_libraries_and_picks_the_faster_by_the_margin(monke
 
 
 @needs_onednn
+def test_a_forward_only_plan_measures_no_weight_gradient():
+    plan = choose(torch.randn(256, 512), 64, rounds=1, parts=("forward",))
+    assert set(plan.rates_gflops) == {"forward"} and plan.weight_grad == "default"
+
+
+@needs_onednn
+def test_evaluation_scores_on_the_measured_library_with_the_same_metrics(monkeypatch):
+    # the scoring tiles on oneDNN (forced) rank as torch's default does
+    from model.metrics import evaluate
+
+    rng = np.random.default_rng(0)
+    users, items = torch.randn(50, 16), torch.randn(300, 16)
+    pairs = np.unique(np.stack([rng.integers(50, size=2000), rng.integers(300, size=2000)], 1),
+                      axis=0)
+    train_pairs, held_out = pairs[::2], pairs[1::2]
+    expected, _ = evaluate(users, items, held_out, train_pairs, (5, 20), item_block=64)
+    monkeypatch.setattr(gemm, "MIN_FLOPS", 0.0)
+    monkeypatch.setattr(gemm, "_PLANS", {})
+    calls = []
+
+    def forced(x, n, **kwargs):
+        calls.append(kwargs)
+        return GemmPlan("onednn", "default", {"forward": {}})
+
+    monkeypatch.setattr(gemm, "choose", forced)
+    assert evaluate(users, items, held_out, train_pairs, (5, 20), item_block=64)[0] \
+        == pytest.approx(expected, rel=1e-12)
+    assert calls == [{"parts": ("forward",)}]  # measured once, forward only
+
+
+@needs_onednn
 def test_a_run_records_its_plans_and_a_resumed_run_keeps_them(tmp_path, monkeypatch):
     data = hold_out_items(planted_data(n_users=40, seed=2), 0.1, seed=0)
     config = TrainConfig(embedding_size=8, knn_k=3, learning_rate=1e-2, epochs=2, patience=2,
                          batch_size=64, device="cpu", feature_dtype="float32", topk=(10, 20))
     forced = GemmPlan("onednn", "onednn", {"forward": {}, "weight_grad": {}})
     monkeypatch.setattr(gemm, "MIN_FLOPS", 0.0)
-    monkeypatch.setattr(gemm, "choose", lambda x, n: forced)
+    monkeypatch.setattr(gemm, "choose", lambda x, n, **_: forced)
     monkeypatch.setattr(gemm, "_PLANS", {})
     run_dir = tmp_path / "run"
 
@@ -78,7 +110,7 @@ def test_a_run_records_its_plans_and_a_resumed_run_keeps_them(tmp_path, monkeypa
     assert saved == [forced.summary()] * len(data.modalities)
 
     # resumed where this machine now measures otherwise: it keeps the libraries it started on
-    monkeypatch.setattr(gemm, "choose", lambda x, n: GemmPlan())
+    monkeypatch.setattr(gemm, "choose", lambda x, n, **_: GemmPlan())
     monkeypatch.setattr(gemm, "_PLANS", {})
     result = train(config, data, run_dir, log=lambda _: None)
     assert result.epochs_run == 2
