@@ -2,19 +2,21 @@
 
 Builds the user-item graph and the approximate (IVF) kNN item graphs (their sampled recall
 against exact search is printed), runs 100 training steps at the reference settings, and prints
-the times, peak RSS and the extrapolated epoch (steps per epoch x median step time, plus one
-full-ranking evaluation extrapolated from a timed chunk of users). Features are clustered
-(1,000 centres + noise) so that nearest neighbours mean something. Usage:
+the times, peak RSS and the extrapolated epoch (steps per epoch x median step time), and one
+full-ranking valid evaluation: extrapolated from 2,048 timed users, or with --full-eval timed
+whole. Features are clustered (1,000 centres + noise) so that nearest neighbours mean
+something. Usage:
 
     nice -n 5 python bench/bench_train_scale.py                       # 10^6 items, 10^7 pairs
     python bench/bench_train_scale.py --items 20000 --interactions 200000 --steps 5   # a quick try
     python bench/bench_train_scale.py --batch-size 65536 --warmup-steps 20 --steps 5
+    python bench/bench_train_scale.py --batch-size 65536 --warmup-steps 20 --steps 1 --full-eval
 
 --batch-size / --lr-scaling / --warmup-steps set the TrainConfig fields of those names (the
-defaults are the trainer's: 2048, auto (linear above 2048), 0). The arithmetic floor of this machine is printed
-beside the times: the step's wide feature products (forward and weight gradient) and one full
-valid evaluation's scoring (valid users x items x S*d), each over the float32 GEMM rate measured
-on the wide product.
+defaults are the trainer's: 2048, auto (linear above 2048), 0). The arithmetic floor of this
+machine is printed beside the times: the step's wide feature products (forward and weight
+gradient) over the better float32 GEMM library's rate on that product, and one full valid
+evaluation's scoring (valid users x items x S*d) over its rate on the evaluation's tiles.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from model.build import build_model  # noqa: E402
 from model.config import LR_SCALINGS, TrainConfig  # noqa: E402
 from model.data import RecData  # noqa: E402
 from model.gemm import choose  # noqa: E402
-from model.metrics import evaluate  # noqa: E402
+from model.metrics import ITEM_BLOCK, evaluate  # noqa: E402
 from model.sampling import NegativeSampler  # noqa: E402
 
 
@@ -70,6 +72,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2048)
     parser.add_argument("--lr-scaling", choices=LR_SCALINGS, default="auto")
     parser.add_argument("--warmup-steps", type=int, default=0)
+    parser.add_argument("--full-eval", action="store_true",
+                        help="also time one full valid evaluation (else it is extrapolated)")
     args = parser.parse_args()
     n_users = args.users or args.interactions // 20
 
@@ -122,22 +126,39 @@ def main() -> None:
         user_vectors, item_vectors = model()
     forward = time.perf_counter() - tick
     valid_users = np.unique(valid_pairs[:, 0])
-    sample = valid_pairs[np.isin(valid_pairs[:, 0], valid_users[:256])]
+    sample = valid_pairs[np.isin(valid_pairs[:, 0], valid_users[:2048])]  # two automatic chunks
     tick = time.perf_counter()
-    evaluate(user_vectors, item_vectors, sample, train_pairs, config.topk, user_chunk=32)
+    evaluate(user_vectors, item_vectors, sample, train_pairs, config.topk)
     chunk_seconds = time.perf_counter() - tick
-    eval_estimate = forward + chunk_seconds * len(valid_users) / 256
+    eval_estimate = forward + chunk_seconds * len(valid_users) / min(2048, len(valid_users))
+    print(f"evaluation forward {forward:.0f}s; 2,048 valid users ranked in {chunk_seconds:.1f}s: "
+          f"one full valid evaluation extrapolated at {eval_estimate / 60:.1f} min", flush=True)
+    full_eval = None
+    if args.full_eval:
+        tick = time.perf_counter()
+        metrics, n_users = evaluate(user_vectors, item_vectors, valid_pairs, train_pairs,
+                                    config.topk)
+        full_eval = forward + time.perf_counter() - tick
+        print(f"one full valid evaluation: {n_users:,} users ranked against {n_items:,} items in "
+              f"{full_eval / 60:.1f} min (forward included); valid Recall@20 "
+              f"{metrics['recall@20']:.4f}", flush=True)
     steps_per_epoch = -(-len(train_pairs) // config.batch_size)
     median_step = statistics.median(step_seconds)
     width = 8 * config.embedding_size
     rates = choose(torch.randn(8192, args.dim), width).rates_gflops  # both libraries, both parts
     rate = max(max(by_library.values()) for by_library in rates.values())
+    vector_width = model.n_streams * config.embedding_size
+    scoring_rates = choose(torch.randn(1024, vector_width), ITEM_BLOCK,
+                           parts=("forward",)).rates_gflops["forward"]  # the evaluation's tile
+    scoring_rate = max(scoring_rates.values())
     wide_step = 2 * 2 * 2 * args.items * args.dim * width  # 2 modalities, forward + weight grad
-    scoring = 2 * len(valid_users) * args.items * model.n_streams * config.embedding_size
+    scoring = 2 * len(valid_users) * args.items * vector_width
     print(f"float32 GEMM {rate:.1f} GFLOP/s (the better of MKL and oneDNN) on a (8192 x {args.dim})"
-          f" x ({args.dim} x {width}) product: the floor of a step's wide products {wide_step / rate / 1e9:.1f}s "
-          f"(median step {median_step:.1f}s), of one full valid scoring "
-          f"{scoring / rate / 1e9 / 60:.1f} min ({len(valid_users):,} users)", flush=True)
+          f" x ({args.dim} x {width}) product: the floor of a step's wide products "
+          f"{wide_step / rate / 1e9:.1f}s (median step {median_step:.1f}s); {scoring_rate:.1f} "
+          f"GFLOP/s on the evaluation's (1024 x {vector_width}) x ({vector_width} x {ITEM_BLOCK}) "
+          f"tiles: the floor of one full valid scoring {scoring / scoring_rate / 1e9 / 60:.1f} min "
+          f"({len(valid_users):,} users)", flush=True)
     print(json.dumps({
         "items": args.items, "users": n_users, "train_pairs": len(train_pairs),
         "feature_dtype": args.feature_dtype, "data_seconds": round(made),
@@ -150,7 +171,9 @@ def main() -> None:
         "peak_rss_gb": round(peak_rss_gb(), 2), "batch_size": config.batch_size,
         "lr_scaling": config.lr_scaling, "float32_gflops": round(rate, 1),
         "floor_wide_step_seconds": round(wide_step / rate / 1e9, 2),
-        "floor_valid_scoring_minutes": round(scoring / rate / 1e9 / 60, 1),
+        "scoring_gflops": round(scoring_rate, 1),
+        "floor_valid_scoring_minutes": round(scoring / scoring_rate / 1e9 / 60, 1),
+        "valid_eval_minutes": round(full_eval / 60, 1) if full_eval else None,
     }), flush=True)
 
 
