@@ -11,6 +11,7 @@ something. Usage:
     python bench/bench_train_scale.py --items 20000 --interactions 200000 --steps 5   # a quick try
     python bench/bench_train_scale.py --batch-size 65536 --warmup-steps 20 --steps 5
     python bench/bench_train_scale.py --batch-size 65536 --warmup-steps 20 --steps 1 --full-eval
+    python bench/bench_train_scale.py --eval-only --full-eval       # the evaluation alone
 
 --batch-size / --lr-scaling / --warmup-steps set the TrainConfig fields of those names (the
 defaults are the trainer's: 2048, auto (linear above 2048), 0). The arithmetic floor of this
@@ -60,6 +61,58 @@ def synthetic(n_items: int, n_interactions: int, n_users: int, dim: int, seed: i
                    features)
 
 
+def time_evaluation(user_vectors: torch.Tensor, item_vectors: torch.Tensor,
+                    valid_pairs: np.ndarray, train_pairs: np.ndarray, topk: tuple[int, ...],
+                    forward: float, full: bool) -> tuple[float, float | None]:
+    """Seconds of one full valid evaluation (the forward included): extrapolated from 2,048
+    users (two automatic chunks), and, when `full`, measured on every valid user."""
+    valid_users = np.unique(valid_pairs[:, 0])
+    sample = valid_pairs[np.isin(valid_pairs[:, 0], valid_users[:2048])]
+    tick = time.perf_counter()
+    evaluate(user_vectors, item_vectors, sample, train_pairs, topk)
+    sample_seconds = time.perf_counter() - tick
+    estimate = forward + sample_seconds * len(valid_users) / min(2048, len(valid_users))
+    print(f"evaluation forward {forward:.0f}s; 2,048 valid users ranked in {sample_seconds:.1f}s: "
+          f"one full valid evaluation extrapolated at {estimate / 60:.1f} min", flush=True)
+    if not full:
+        return estimate, None
+    tick = time.perf_counter()
+    metrics, n_users = evaluate(user_vectors, item_vectors, valid_pairs, train_pairs, topk)
+    measured = forward + time.perf_counter() - tick
+    print(f"one full valid evaluation: {n_users:,} users ranked against {item_vectors.shape[0]:,} "
+          f"items in {measured / 60:.1f} min (forward included); valid Recall@20 "
+          f"{metrics['recall@20']:.4f}", flush=True)
+    return estimate, measured
+
+
+def scoring_floor(valid_pairs: np.ndarray, n_items: int, vector_width: int) -> tuple[float, float]:
+    """The evaluation's tile rate (GFLOP/s, the better library) and one full valid scoring's
+    floor at that rate (minutes): valid users x items x vector_width multiply-adds."""
+    rates = choose(torch.randn(1024, vector_width), ITEM_BLOCK, parts=("forward",))
+    rate = max(rates.rates_gflops["forward"].values())
+    flops = 2 * len(np.unique(valid_pairs[:, 0])) * n_items * vector_width
+    return rate, flops / rate / 1e9 / 60
+
+
+def evaluation_only(data: RecData, vector_width: int, full: bool) -> None:
+    """--eval-only: the evaluation of random (U, S*d) and (I, S*d) vectors (the cost of a full
+    ranking does not depend on what the vectors hold), no graphs and no training."""
+    generator = torch.Generator().manual_seed(0)
+    user_vectors = torch.randn(data.n_users, vector_width, generator=generator)
+    item_vectors = torch.randn(data.n_items, vector_width, generator=generator)
+    estimate, measured = time_evaluation(user_vectors, item_vectors, data.valid, data.train,
+                                         TrainConfig().topk, 0.0, full)
+    rate, floor = scoring_floor(data.valid, data.n_items, vector_width)
+    print(f"{rate:.1f} GFLOP/s on the evaluation's (1024 x {vector_width}) x ({vector_width} x "
+          f"{ITEM_BLOCK}) tiles: the floor of one full valid scoring {floor:.1f} min", flush=True)
+    print(json.dumps({
+        "items": data.n_items, "users": data.n_users, "valid_users": len(np.unique(data.valid[:, 0])),
+        "vector_width": vector_width, "extrapolated_valid_eval_minutes": round(estimate / 60, 1),
+        "valid_eval_minutes": round(measured / 60, 1) if measured else None,
+        "scoring_gflops": round(rate, 1), "floor_valid_scoring_minutes": round(floor, 1),
+        "peak_rss_gb": round(peak_rss_gb(), 2)}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
@@ -74,6 +127,8 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=0)
     parser.add_argument("--full-eval", action="store_true",
                         help="also time one full valid evaluation (else it is extrapolated)")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="only the evaluation, of random vectors: no graphs, no training")
     args = parser.parse_args()
     n_users = args.users or args.interactions // 20
 
@@ -83,6 +138,10 @@ def main() -> None:
     print(f"data: {n_users:,} users, {args.items:,} items, {len(data.train):,} train pairs, "
           f"two {args.dim}-d modalities, made in {made:.0f}s; RSS {peak_rss_gb():.1f} GB",
           flush=True)
+    if args.eval_only:
+        evaluation_only(data, (len(data.modalities) + 1) * TrainConfig().embedding_size,
+                        args.full_eval)
+        return
     config = TrainConfig(mm_weights={"image": 0.5, "text": 0.5}, knn_method="ivf",
                          knn_nprobe=args.nprobe, feature_dtype=args.feature_dtype, device="cpu",
                          batch_size=args.batch_size, lr_scaling=args.lr_scaling,
@@ -125,40 +184,21 @@ def main() -> None:
     with torch.no_grad():
         user_vectors, item_vectors = model()
     forward = time.perf_counter() - tick
-    valid_users = np.unique(valid_pairs[:, 0])
-    sample = valid_pairs[np.isin(valid_pairs[:, 0], valid_users[:2048])]  # two automatic chunks
-    tick = time.perf_counter()
-    evaluate(user_vectors, item_vectors, sample, train_pairs, config.topk)
-    chunk_seconds = time.perf_counter() - tick
-    eval_estimate = forward + chunk_seconds * len(valid_users) / min(2048, len(valid_users))
-    print(f"evaluation forward {forward:.0f}s; 2,048 valid users ranked in {chunk_seconds:.1f}s: "
-          f"one full valid evaluation extrapolated at {eval_estimate / 60:.1f} min", flush=True)
-    full_eval = None
-    if args.full_eval:
-        tick = time.perf_counter()
-        metrics, n_users = evaluate(user_vectors, item_vectors, valid_pairs, train_pairs,
-                                    config.topk)
-        full_eval = forward + time.perf_counter() - tick
-        print(f"one full valid evaluation: {n_users:,} users ranked against {n_items:,} items in "
-              f"{full_eval / 60:.1f} min (forward included); valid Recall@20 "
-              f"{metrics['recall@20']:.4f}", flush=True)
+    eval_estimate, full_eval = time_evaluation(user_vectors, item_vectors, valid_pairs,
+                                               train_pairs, config.topk, forward, args.full_eval)
     steps_per_epoch = -(-len(train_pairs) // config.batch_size)
     median_step = statistics.median(step_seconds)
     width = 8 * config.embedding_size
     rates = choose(torch.randn(8192, args.dim), width).rates_gflops  # both libraries, both parts
     rate = max(max(by_library.values()) for by_library in rates.values())
     vector_width = model.n_streams * config.embedding_size
-    scoring_rates = choose(torch.randn(1024, vector_width), ITEM_BLOCK,
-                           parts=("forward",)).rates_gflops["forward"]  # the evaluation's tile
-    scoring_rate = max(scoring_rates.values())
+    scoring_rate, scoring_minutes = scoring_floor(valid_pairs, n_items, vector_width)
     wide_step = 2 * 2 * 2 * args.items * args.dim * width  # 2 modalities, forward + weight grad
-    scoring = 2 * len(valid_users) * args.items * vector_width
     print(f"float32 GEMM {rate:.1f} GFLOP/s (the better of MKL and oneDNN) on a (8192 x {args.dim})"
           f" x ({args.dim} x {width}) product: the floor of a step's wide products "
           f"{wide_step / rate / 1e9:.1f}s (median step {median_step:.1f}s); {scoring_rate:.1f} "
           f"GFLOP/s on the evaluation's (1024 x {vector_width}) x ({vector_width} x {ITEM_BLOCK}) "
-          f"tiles: the floor of one full valid scoring {scoring / scoring_rate / 1e9 / 60:.1f} min "
-          f"({len(valid_users):,} users)", flush=True)
+          f"tiles: the floor of one full valid scoring {scoring_minutes:.1f} min", flush=True)
     print(json.dumps({
         "items": args.items, "users": n_users, "train_pairs": len(train_pairs),
         "feature_dtype": args.feature_dtype, "data_seconds": round(made),
@@ -172,7 +212,7 @@ def main() -> None:
         "lr_scaling": config.lr_scaling, "float32_gflops": round(rate, 1),
         "floor_wide_step_seconds": round(wide_step / rate / 1e9, 2),
         "scoring_gflops": round(scoring_rate, 1),
-        "floor_valid_scoring_minutes": round(scoring / scoring_rate / 1e9 / 60, 1),
+        "floor_valid_scoring_minutes": round(scoring_minutes, 1),
         "valid_eval_minutes": round(full_eval / 60, 1) if full_eval else None,
     }), flush=True)
 
