@@ -58,7 +58,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate valid every N epochs (and after the last epoch)
     seed: int = 999  # initial weights, epoch order and negative sampling
     device: str = "auto"  # "auto" (cuda when present) | "cpu" | "cuda" | "cuda:N"
-    eval_user_chunk: int = 0  # users scored at once; 0 = auto (score block <= 2**24 floats)
+    eval_user_chunk: int = 0  # users scored at once (x <= 16,384 items); 0 = auto (<= 2**24 scores)
     topk: tuple[int, ...] = (5, 10, 20, 50)  # cut-offs of every metric; must contain 20
     # dtype of the wide feature products: "auto" = bfloat16 where a start-up micro-benchmark finds
     # it native (not emulated), else float32; an emulated "bfloat16" is refused unless
