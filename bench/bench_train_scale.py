@@ -12,6 +12,7 @@ something. Usage:
     python bench/bench_train_scale.py --batch-size 65536 --warmup-steps 20 --steps 5
     python bench/bench_train_scale.py --batch-size 65536 --warmup-steps 20 --steps 1 --full-eval
     python bench/bench_train_scale.py --eval-only --full-eval       # the evaluation alone
+    python bench/bench_train_scale.py --items 200000 --interactions 2000000 --steps 4 --profile
 
 --batch-size / --lr-scaling / --warmup-steps set the TrainConfig fields of those names (the
 defaults are the trainer's: 2048, auto (linear above 2048), 0). The arithmetic floor of this
@@ -129,6 +130,8 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=0)
     parser.add_argument("--full-eval", action="store_true",
                         help="also time one full valid evaluation (else it is extrapolated)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile one more training step (torch.profiler, by op and shape)")
     parser.add_argument("--eval-only", action="store_true",
                         help="only the evaluation, of random vectors: no graphs, no training")
     args = parser.parse_args()
@@ -163,9 +166,10 @@ def main() -> None:
     sampler, rng = NegativeSampler(train_pairs, n_items), np.random.default_rng(0)
     order = rng.permutation(len(train_pairs))
     step_seconds = []
-    for step in range(args.steps):
-        tick = time.perf_counter()
-        batch = train_pairs[order[step * config.batch_size:(step + 1) * config.batch_size]]
+
+    def train_step(step: int) -> torch.Tensor:
+        start = step * config.batch_size % len(order)
+        batch = train_pairs[order[start:start + config.batch_size]]
         users, positives = (torch.as_tensor(batch[:, i]) for i in (0, 1))
         negatives = torch.as_tensor(sampler.sample(batch[:, 0], rng))
         for group in optimizer.param_groups:
@@ -175,11 +179,23 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        del user_vectors, item_vectors
+        return loss.detach()
+
+    for step in range(args.steps):
+        tick = time.perf_counter()
+        loss = train_step(step)
         step_seconds.append(time.perf_counter() - tick)
         if args.steps <= 20 or step % 10 == 0 or step == args.steps - 1:
             print(f"step {step + 1}: loss {loss.item():.5f}, {step_seconds[-1]:.1f}s, "
                   f"peak RSS {peak_rss_gb():.1f} GB", flush=True)
+    if args.profile:  # one more step under torch's profiler: where a step's time goes
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            train_step(args.steps)
+        print(prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=32,
+            max_shapes_column_width=56), flush=True)
 
     model.eval()
     tick = time.perf_counter()
