@@ -17,9 +17,12 @@ run's metrics.json ("gemm").
 x is a frozen input: `frozen_linear` differentiates only W (as F.linear does when x needs no
 gradient), so the FLOPs are those of F.linear. oneDNN's weight gradient has two forms: on G^T
 copied contiguous ("onednn"), or as (x^T G)^T reading G in place ("onednn-xt"). On a 2-core AMD
-EPYC with AVX512-BF16 the first ran Baby's 4,096-d gradient at 312 GFLOP/s against 209, the second
-the 384-d ones at 320 against 202 (7,050 rows) and at 205 against 187 at 200,000 rows, where the
-copy of G is 400 MB; MKL ran all three at 147-153. All three are measured.
+EPYC with AVX512-BF16 (one interleaved run, another job sharing the CPU) the first ran Baby's
+4,096-d gradient at 312 GFLOP/s against 209, the second the 384-d ones at 320 against 202 (7,050
+rows) and at 205 against 187 at 200,000 rows, where the copy of G is 400 MB; MKL ran all three at
+147-153. All three are measured, on ROWS rows: there G's copy is cache-resident, so at 10^5+ rows
+the measurement can still pick the copying form (seen at 200,000 rows: 363 against 339 GFLOP/s
+measured, then 96 ms a call in the copy itself).
 """
 
 from __future__ import annotations

@@ -158,11 +158,11 @@ def evaluate_splits_per_user(
     candidates = torch.as_tensor(candidate_items if candidate_items is not None
                                  else np.arange(n_items), device=device)
 
-    # the scores on the faster GEMM library (model/gemm.py), measured on a full tile once per
-    # process: on a 2-core AMD EPYC oneDNN scored (1024 x 192) x (192 x 16384) tiles at ~205
-    # GFLOP/s against MKL's ~110 (the two round differently: only exact near-ties can move)
-    first_users = torch.as_tensor(users[:chunk], device=device)
-    plan = plan_for(user_vectors[first_users], block, backward=False)
+    # the scores on the faster GEMM library (model/gemm.py), measured on a tile's shape once per
+    # process: on a 2-core AMD EPYC (another job sharing the CPU) oneDNN scored (1024 x 192) x
+    # (192 x 16384) tiles at 205-225 GFLOP/s against MKL's 107-121 (the two round differently:
+    # only exact near-ties can move; the choice is not recorded in the run, unlike training's)
+    plan = plan_for(user_vectors[:min(chunk, len(users))], block, backward=False)
     pieces: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in held_outs}
     for start in range(0, len(users), chunk):
         chunk_users = users[start:start + chunk]  # (C,)
