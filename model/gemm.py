@@ -20,9 +20,12 @@ copied contiguous ("onednn"), or as (x^T G)^T reading G in place ("onednn-xt"). 
 EPYC with AVX512-BF16 (one interleaved run, another job sharing the CPU) the first ran Baby's
 4,096-d gradient at 312 GFLOP/s against 209, the second the 384-d ones at 320 against 202 (7,050
 rows) and at 205 against 187 at 200,000 rows, where the copy of G is 400 MB; MKL ran all three at
-147-153. All three are measured, on ROWS rows: there G's copy is cache-resident, so at 10^5+ rows
-the measurement can still pick the copying form (seen at 200,000 rows: 363 against 339 GFLOP/s
-measured, then 96 ms a call in the copy itself).
+147-153. All three are measured on ROWS rows, where a copy of G would be cache-resident: so the
+copying form's copy is timed apart, on as many rows of the product's own width as the real
+product has, up to COPY_BYTES (out of cache, as the real copy is at 10^5+ rows), and charged per
+row. Measured on the slice alone,
+the copying form won at 200,000 rows (363 against 339 GFLOP/s) and then spent 96 ms a call in
+the copy itself.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch.nn.functional as F
 
 MIN_FLOPS = 5e8  # a product (2 I D n) below this runs on torch's default: nothing to gain
 ROWS = 2048  # rows of x that the measurement multiplies (its cost: ~4 x 2 x 2 ROWS D n FLOPs)
+COPY_BYTES = 2**27  # the most of G whose copy is timed (128 MB: out of any cache)
 MARGIN = 1.05  # oneDNN only when at least this much faster: near a tie, keep torch's default
 ROUNDS = 3  # timed calls of each (library, part), interleaved
 LIBRARIES = ("default", "onednn")
@@ -75,9 +79,10 @@ def plan_for(x: torch.Tensor, n: int, log=None, *, backward: bool = True) -> Gem
     if x.device.type != "cpu" or x.dtype != torch.float32 or flops < MIN_FLOPS \
             or not _onednn_available():
         return DEFAULT
-    key = (min(x.shape[0], ROWS), x.shape[1], n, torch.get_num_threads(), backward)
+    key = (_copy_rows(x.shape[0], n), x.shape[1], n, torch.get_num_threads(), backward)
     if key not in _PLANS:
-        _PLANS[key] = choose(x[:ROWS], n, parts=tuple(PARTS) if backward else ("forward",))
+        _PLANS[key] = choose(x[:ROWS], n, parts=tuple(PARTS) if backward else ("forward",),
+                             rows=x.shape[0])
         if log is not None:
             plan = _PLANS[key]
             rates = "; ".join(f"{part} " + ", ".join(f"{lib} {rate:.0f}" for lib, rate in r.items())
@@ -88,20 +93,27 @@ def plan_for(x: torch.Tensor, n: int, log=None, *, backward: bool = True) -> Gem
 
 
 def choose(x: torch.Tensor, n: int, rounds: int = ROUNDS,
-           parts: tuple[str, ...] = tuple(PARTS)) -> GemmPlan:
+           parts: tuple[str, ...] = tuple(PARTS), rows: int | None = None) -> GemmPlan:
     """Time both libraries on x (m, D) times a random (D, n), forward and weight gradient (or the
     `parts` named); the faster of each, oneDNN only when faster by MARGIN. The calls interleave
     (one of each per round, after a warm-up round) and each keeps its best time: on a shared
     machine the rate drifts by tens of percent within seconds, and a slow spell then slows both
-    alike. Leaves torch's global RNG untouched."""
+    alike. `rows` is the real product's row count (default m): the copying weight gradient's
+    copy of G^T is timed on `_copy_rows(rows, n)` rows and charged per row (`_charged`).
+    Leaves torch's global RNG untouched."""
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(n, x.shape[1], generator=generator)
     calls = {("forward", library): (lambda lib=library: _forward(lib, x, weight))
              for library in PARTS["forward"]}
     if "weight_grad" in parts:
         grad = torch.randn(x.shape[0], n, generator=generator)
+        grad_t = grad.t().contiguous()  # "onednn" without its copy: the copy is timed below
         calls.update({("weight_grad", library): (lambda lib=library: _weight_grad(lib, grad, x))
                       for library in PARTS["weight_grad"]})
+        calls["weight_grad", "onednn"] = lambda: _onednn(grad_t, x.t())
+        copy_rows = _copy_rows(rows or x.shape[0], n)
+        copied = torch.ones(copy_rows, n)
+        calls["copy", copy_rows] = lambda: copied.t().contiguous()
     best = dict.fromkeys(calls, math.inf)
     for round_ in range(rounds + 1):
         for key, call in calls.items():
@@ -109,11 +121,27 @@ def choose(x: torch.Tensor, n: int, rounds: int = ROUNDS,
             call()
             if round_:  # round 0 warms up: kernel choice, primitive cache
                 best[key] = min(best[key], time.perf_counter() - tick)
+    if "weight_grad" in parts:
+        best = _charged(best, x.shape[0])
     flops = 2.0 * x.shape[0] * x.shape[1] * n
     rates = {part: {lib: round(flops / max(best[part, lib], 1e-9) / 1e9, 1)
                     for lib in PARTS[part]} for part in parts}
     picks = {part: _faster(r) for part, r in rates.items()}
     return GemmPlan(picks["forward"], picks.get("weight_grad", "default"), rates)
+
+
+def _charged(best: dict, rows: int) -> dict:
+    """The copying weight gradient's time on `rows` rows: its GEMM on a ready G^T plus the copy
+    timed on ("copy", copy_rows) rows, scaled per row. The other entries as they are."""
+    (copy_key,) = [key for key in best if key[0] == "copy"]
+    charged = {key: t for key, t in best.items() if key != copy_key}
+    charged["weight_grad", "onednn"] += best[copy_key] * rows / copy_key[1]
+    return charged
+
+
+def _copy_rows(rows: int, n: int) -> int:
+    """Rows of G (rows, n) whose copy is timed: all of them, up to COPY_BYTES of float32."""
+    return min(rows, max(1, COPY_BYTES // (4 * n)))
 
 
 def _faster(rates: dict[str, float]) -> str:
@@ -138,7 +166,7 @@ class _FrozenLinear(torch.autograd.Function):
 def _forward(library: str, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """x W^T: (I, D), (n, D) -> (I, n)."""
     if library == "onednn":
-        return torch.ops.mkldnn._linear_pointwise(x, weight.contiguous(), None, "none", [], "")
+        return _onednn(x, weight.contiguous())
     return F.linear(x, weight)
 
 
@@ -146,12 +174,15 @@ def _weight_grad(library: str, grad: torch.Tensor, x: torch.Tensor) -> torch.Ten
     """G^T x: (I, n), (I, D) -> (n, D). oneDNN takes x^T as a strided view (no copy of x); as
     "onednn-xt" it computes (x^T G)^T with G^T a view too (no copy of G either)."""
     if library == "onednn":
-        return torch.ops.mkldnn._linear_pointwise(grad.t().contiguous(), x.t(), None, "none",
-                                                  [], "")
+        return _onednn(grad.t().contiguous(), x.t())
     if library == "onednn-xt":
-        return torch.ops.mkldnn._linear_pointwise(x.t(), grad.t(), None, "none", [],
-                                                  "").t().contiguous()  # (n, D): small
+        return _onednn(x.t(), grad.t()).t().contiguous()  # (n, D): small
     return grad.t() @ x
+
+
+def _onednn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a b^T on oneDNN: (m, k), (n, k) -> (m, n)."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
 
 
 def _onednn_available() -> bool:

@@ -57,6 +57,27 @@ def test_choose_measures_both_libraries_and_picks_the_faster_by_the_margin(monke
     assert GemmPlan(**plan.summary()) == plan  # what checkpoints and metrics.json keep
 
 
+def test_the_copying_weight_gradient_is_charged_its_copy_per_row_of_the_real_product():
+    best = {("forward", "default"): 1.0, ("weight_grad", "default"): 2.0,
+            ("weight_grad", "onednn"): 0.5, ("copy", 1000): 0.3}
+    # 2,048 measured rows: the GEMM's 0.5 s plus 2,048 rows of copy at 0.3 ms a row
+    assert gemm._charged(best, 2048) == {("forward", "default"): 1.0,
+                                         ("weight_grad", "default"): 2.0,
+                                         ("weight_grad", "onednn"): pytest.approx(0.5 + 0.6144)}
+
+
+@needs_onednn
+def test_the_copy_is_timed_on_the_real_products_rows_up_to_the_byte_cap(monkeypatch):
+    charged = []
+    real = gemm._charged
+    monkeypatch.setattr(gemm, "_charged", lambda best, rows: charged.append(
+        ([key for key in best if key[0] == "copy"], rows)) or real(best, rows))
+    x = torch.randn(256, 512)
+    choose(x, 64, rounds=1)
+    choose(x, 64, rounds=1, rows=10**6)  # G at 10^6 x 64 is 256 MB: timed on 128 MB of it
+    assert charged == [([("copy", 256)], 256), ([("copy", 2**27 // (4 * 64))], 256)]
+
+
 @needs_onednn
 def test_a_forward_only_plan_measures_no_weight_gradient():
     plan = choose(torch.randn(256, 512), 64, rounds=1, parts=("forward",))
@@ -85,7 +106,7 @@ def test_evaluation_scores_on_the_measured_library_with_the_same_metrics(monkeyp
     monkeypatch.setattr(gemm, "choose", forced)
     assert evaluate(users, items, held_out, train_pairs, (5, 20), item_block=64)[0] \
         == pytest.approx(expected, rel=1e-12)
-    assert calls == [{"parts": ("forward",)}]  # measured once, forward only
+    assert [call["parts"] for call in calls] == [("forward",)]  # measured once, forward only
 
 
 @needs_onednn
