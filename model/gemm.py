@@ -25,7 +25,8 @@ copying form's copy is timed apart, on as many rows of the product's own width a
 product has, up to COPY_BYTES (out of cache, as the real copy is at 10^5+ rows), and charged per
 row. Measured on the slice alone,
 the copying form won at 200,000 rows (363 against 339 GFLOP/s) and then spent 96 ms a call in
-the copy itself.
+the copy itself. Timing the copy adds to the measurement: on a 2-core Intel Xeon (AVX512, AMX)
+0.34 -> 0.64 s for a 384-d product at 7,050 rows, 0.44 -> 1.90 s at 200,000 rows (one call each).
 """
 
 from __future__ import annotations
