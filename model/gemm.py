@@ -23,9 +23,8 @@ rows) and at 205 against 187 at 200,000 rows, where the copy of G is 400 MB; MKL
 147-153. All three are measured on ROWS rows, where a copy of G would be cache-resident: so the
 copying form's copy is timed apart, on as many rows of the product's own width as the real
 product has, up to COPY_BYTES (out of cache, as the real copy is at 10^5+ rows), and charged per
-row. Measured on the slice alone,
-the copying form won at 200,000 rows (363 against 339 GFLOP/s) and then spent 96 ms a call in
-the copy itself. Timing the copy adds to the measurement: on a 2-core Intel Xeon (AVX512, AMX)
+row. Measured on the slice alone, the copying form won at 200,000 rows (363 against 339 GFLOP/s)
+and then spent 96 ms a call in the copy itself. Timing the copy adds to the measurement: on a 2-core Intel Xeon (AVX512, AMX)
 0.34 -> 0.64 s for a 384-d product at 7,050 rows, 0.44 -> 1.90 s at 200,000 rows (one call each).
 """
 
@@ -110,7 +109,7 @@ def choose(x: torch.Tensor, n: int, rounds: int = ROUNDS,
         grad = torch.randn(x.shape[0], n, generator=generator)
         grad_t = grad.t().contiguous()  # "onednn" without its copy: the copy is timed below
         calls.update({("weight_grad", library): (lambda lib=library: _weight_grad(lib, grad, x))
-                      for library in PARTS["weight_grad"]})
+                      for library in PARTS["weight_grad"] if library != "onednn"})
         calls["weight_grad", "onednn"] = lambda: _onednn(grad_t, x.t())
         copy_rows = _copy_rows(rows or x.shape[0], n)
         copied = torch.ones(copy_rows, n)

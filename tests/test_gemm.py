@@ -75,7 +75,7 @@ def test_the_copy_is_timed_on_the_real_products_rows_up_to_the_byte_cap(monkeypa
     x = torch.randn(256, 512)
     choose(x, 64, rounds=1)
     choose(x, 64, rounds=1, rows=10**6)  # G at 10^6 x 64 is 256 MB: timed on 128 MB of it
-    assert charged == [([("copy", 256)], 256), ([("copy", 2**27 // (4 * 64))], 256)]
+    assert charged == [([("copy", 256)], 256), ([("copy", gemm.COPY_BYTES // (4 * 64))], 256)]
 
 
 @needs_onednn

@@ -65,20 +65,13 @@ def _no_vector_lines(log: list[str]) -> list[str]:
     return [line for line in log if "have no vector" in line]
 
 
-def _one_text_a_batch(config_path: Path) -> Path:
-    """[embed] batch_size = 1: a text's vector then does not depend on which texts shared its
-    batch. In batches the padding and the GEMM's shape follow the batch, and on an Intel Xeon
-    (AVX512, AMX) MKL rounded the same text ~1e-7 apart in two batches; exact equality with a
-    store built from scratch needs the same arithmetic per text."""
-    text = config_path.read_text()
-    assert "[embed]\nbatch_size = 16\n" in text
-    config_path.write_text(text.replace("[embed]\nbatch_size = 16\n", "[embed]\nbatch_size = 1\n"))
-    return config_path
-
-
 def test_gone_inputs_drop_their_vectors_like_a_store_built_from_scratch(tmp_path: Path) -> None:
     catalog = make_catalog(tmp_path / "catalog", n_items=18, n_users=16)
-    step = _one_text_a_batch(write_config(tmp_path, catalog, name="step"))
+    # one text a batch: a text's vector then does not depend on which texts shared its batch (in
+    # batches the padding and the GEMM's shape follow the batch, and on an Intel Xeon with AVX512
+    # and AMX, MKL rounded the same text ~1e-7 apart in two batches), so the exact equality with
+    # a store built from scratch below compares the same arithmetic per text
+    step = write_config(tmp_path, catalog, name="step", embed_batch_size=1)
     _, first_run, first_log = _stages(step)
     assert not _no_vector_lines(first_log)
 
@@ -117,7 +110,7 @@ def test_gone_inputs_drop_their_vectors_like_a_store_built_from_scratch(tmp_path
     # the same changed catalog, from scratch
     scratch_catalog = tmp_path / "scratch-catalog"
     shutil.copytree(catalog, scratch_catalog)
-    scratch = _one_text_a_batch(write_config(tmp_path, scratch_catalog, name="scratch"))
+    scratch = write_config(tmp_path, scratch_catalog, name="scratch", embed_batch_size=1)
     _, scratch_run, scratch_log = _stages(scratch)
     assert _no_vector_lines(scratch_log) == _no_vector_lines(log)
     step_features, scratch_features = _features(step), _features(scratch)

@@ -59,7 +59,8 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def write_config(root: Path, catalog: Path, *, name: str = "tiny", extra: str = "") -> Path:
+def write_config(root: Path, catalog: Path, *, name: str = "tiny", extra: str = "",
+                 embed_batch_size: int = 16) -> Path:
     """A run config over the tiny catalog: descriptor captions, MiniLM, a few LIRDRec epochs."""
     path = root / f"{name}.toml"
     path.write_text(
@@ -81,7 +82,7 @@ seed = 7
 backend = "descriptor"
 
 [embed]
-batch_size = 16
+batch_size = {embed_batch_size}
 
 [train]
 model = "lirdrec"
