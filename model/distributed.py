@@ -174,7 +174,10 @@ def local_world(processes: int, device_name: str, timeout_s: float,
         _wait_started(workers, started, timeout_s)
         world = join(0, processes, device, timeout_s, init_method)
         joined = True
-        yield world
+        try:
+            yield world
+        except RuntimeError as error:  # a collective failed: a rank that died says why
+            raise _lost_rank(workers, error) from error
         if target is None:
             world.broadcast(None)  # no more jobs
         leave(together=True)  # the workers' own leave(together=True) meets this barrier
@@ -192,6 +195,26 @@ def local_world(processes: int, device_name: str, timeout_s: float,
         if joined:
             leave()
         torch.set_num_threads(threads)
+
+
+def _lost_rank(workers: list, error: RuntimeError, wait_s: float = 5.0) -> RuntimeError:
+    """The error of a collective that failed because a spawned rank ended (killed, out of
+    memory, an exception: its traceback is above), naming the rank, its pid and exit code; the
+    error itself when every rank is still alive. The run folder keeps its last checkpoint (rank
+    0 writes it before going on), so a rerun resumes from there."""
+    deadline = time.monotonic() + wait_s  # a peer's socket can close just before its exit
+    while all(w.is_alive() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    dead = [(rank, w) for rank, w in enumerate(workers, start=1) if not w.is_alive()]
+    if not dead:
+        return error
+    rank, worker = dead[0]
+    code = worker.exitcode
+    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    return DistributedError(
+        f"training process rank {rank} (pid {worker.pid}) ended during training ({how}); the "
+        f"others stopped at their next collective ({str(error).splitlines()[0]}). The run "
+        "folder keeps its last checkpoint: rerun to resume from it")
 
 
 def _wait_started(workers: list, started: list, timeout_s: float) -> None:

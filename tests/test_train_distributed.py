@@ -95,6 +95,32 @@ def test_a_kill_mid_epoch_resumes_on_two_processes_to_the_same_result(two_proces
         torch.testing.assert_close(weights, last_straight["model"][name], rtol=0, atol=0)
 
 
+def test_a_rank_killed_mid_epoch_is_named_and_the_rerun_resumes_to_the_same_result(
+        two_process_run, tmp_path):
+    root, data, two, one, lines = two_process_run
+    lines_killed = []
+    # rank 1 SIGKILLs itself at its 7th step (epoch 2, step 3 of 4): the last checkpoint is the
+    # one after epoch 2's step 2
+    with pytest.raises(distributed.DistributedError,
+                       match=r"rank 1 \(pid \d+\) ended during training \(killed by signal 9\)"
+                             r".*rerun to resume"):
+        with distributed.local_world(2, "cpu", TIMEOUT_S, target=ddp.rank_killed_at_step,
+                                     args=(CONFIG, data, tmp_path / "rank1", 7)) as world:
+            train(CONFIG, data, tmp_path / "run", world=world, log=lines_killed.append)
+    assert "checkpoint: epoch 2 step 2 of 4" in lines_killed
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    with distributed.local_world(2, "cpu", TIMEOUT_S) as world:  # the same command again
+        resumed_lines = []
+        resumed = distributed.train_everywhere(world, CONFIG, data, tmp_path / "run",
+                                               log=resumed_lines.append)
+    assert any(line.startswith("resumed") and "step 2 of epoch 2" in line
+               for line in resumed_lines)
+    assert without_timings(resumed.metrics) == without_timings(two.metrics)
+    for name in ("user_vectors.npy", "item_vectors.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "run" / name),
+                                      np.load(root / "two" / name))
+
+
 def test_a_two_process_checkpoint_resumes_on_one_process(two_process_run, tmp_path):
     root, data, two, one, lines = two_process_run
     shutil.copytree(root / "killed", tmp_path / "run", ignore=shutil.ignore_patterns("metrics*"))

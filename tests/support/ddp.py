@@ -48,3 +48,23 @@ def sgd_gradients(world: World | None, config: TrainConfig, data: RecData, steps
 def train_rank(world: World, config: TrainConfig, data: RecData, run_dir: Path) -> None:
     """A rank other than 0 trains with its own run folder: it must write nothing there."""
     train(config, data, run_dir, world=world, log=lambda _: None)
+
+
+def rank_killed_at_step(world: World, config: TrainConfig, data: RecData, run_dir: Path,
+                        step: int) -> None:
+    """A rank other than 0 that trains until its `step`-th step, then SIGKILLs itself there."""
+    import itertools
+    import os
+    import signal
+
+    import model.train as trainer
+
+    steps, backward = itertools.count(1), trainer.data_parallel_backward
+
+    def dying(*args, **kwargs):
+        if next(steps) == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return backward(*args, **kwargs)
+
+    trainer.data_parallel_backward = dying
+    train(config, data, run_dir, world=world, log=lambda _: None)
