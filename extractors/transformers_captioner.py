@@ -70,15 +70,11 @@ def load_processor(model: str, revision: str | None, local_only: bool) -> Any:
     processor_class = getattr(transformers, class_name, None) if class_name else None
     if processor_class is None or "video_processor" not in processor_class.get_attributes():
         return transformers.AutoProcessor.from_pretrained(model, **options)
-    # The steps of ProcessorMixin.from_pretrained, with video_processor=None handed to the constructor
-    # (whose signature from_args_and_dict reads) instead of a video processor loaded from disk.
-    image_only_class = _without_video_processor(processor_class)
-    processor_dict, instantiation_kwargs = image_only_class.get_processor_dict(model, **options)
-    sub_processors = image_only_class._get_arguments_from_pretrained(
-        model, processor_dict, **options
-    )
-    return image_only_class.from_args_and_dict(
-        sub_processors, processor_dict, **instantiation_kwargs, video_processor=None
+    # from_pretrained loads the sub-processors that get_attributes names, so the subclass's
+    # constructor receives video_processor=None and none is looked for on disk. Public API only: the
+    # private helpers under it have changed between 5.x releases.
+    return _without_video_processor(processor_class).from_pretrained(
+        model, **options, video_processor=None
     )
 
 
