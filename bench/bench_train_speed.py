@@ -157,11 +157,12 @@ def profile(config: TrainConfig, data) -> None:
 
     from model.build import build_model, resolve_device
     from model.sampling import NegativeSampler
+    from model.train import adam
 
     device = resolve_device(config.device)
     torch.manual_seed(0)
     model = build_model(config, data, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimizer = adam(model, config.learning_rate, device)  # the trainer's own (fused) Adam
     sampler, rng = NegativeSampler(data.train, data.n_items), np.random.default_rng(0)
     batch = data.train[rng.permutation(len(data.train))[: config.batch_size]]
     users, positives = (torch.as_tensor(batch[:, i], device=device) for i in (0, 1))

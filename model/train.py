@@ -96,7 +96,7 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
             raise ValueError(_NOT_DATA_PARALLEL.format(model=config.model))
         check_same_buffers(model, world)
     trainable = any(p.requires_grad for p in model.parameters())
-    optimizer = _adam(model, config.learning_rate, device) if trainable else None
+    optimizer = adam(model, config.learning_rate, device) if trainable else None
     sampler = NegativeSampler(data.train, data.n_items) if trainable else None
     train_pairs = torch.as_tensor(data.train, device=device)  # (N, 2)
     batch_size = clamped_batch(config, len(data.train), log)
@@ -386,7 +386,7 @@ def _final_metrics(config: TrainConfig, data: RecData, per_user: dict[str, UserM
     }
 
 
-def _adam(model: torch.nn.Module, learning_rate: float, device: torch.device) -> torch.optim.Adam:
+def adam(model: torch.nn.Module, learning_rate: float, device: torch.device) -> torch.optim.Adam:
     """Adam; fused (one kernel a parameter instead of ~10 elementwise passes) where torch has it:
     the same update, floats may differ in the last bits."""
     fused = device.type in ("cpu", "cuda") or None
