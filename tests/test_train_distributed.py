@@ -77,19 +77,23 @@ def test_two_processes_train_what_one_does_and_rank_0_alone_writes(two_process_r
                                    atol=1e-5)
 
 
+def assert_resumes_on_two_processes_to(data, folder, uninterrupted, uninterrupted_folder):
+    """The same command again on 2 processes resumes `folder` from step 2 of epoch 2 and ends
+    with the uninterrupted two-process run's metrics and vectors."""
+    with distributed.local_world(2, "cpu", TIMEOUT_S) as world:  # ranks 1..: serve_jobs
+        lines = []
+        resumed = distributed.train_everywhere(world, CONFIG, data, folder, log=lines.append)
+    assert any(line.startswith("resumed") and "step 2 of epoch 2" in line for line in lines)
+    assert without_timings(resumed.metrics) == without_timings(uninterrupted.metrics)
+    for name in ("user_vectors.npy", "item_vectors.npy"):
+        np.testing.assert_array_equal(np.load(folder / name),
+                                      np.load(uninterrupted_folder / name))
+
+
 def test_a_kill_mid_epoch_resumes_on_two_processes_to_the_same_result(two_process_run):
     root, data, two, one, lines = two_process_run
     assert (root / "killed" / "checkpoint.pt").exists()
-    with distributed.local_world(2, "cpu", TIMEOUT_S) as world:  # ranks 1..: serve_jobs
-        resumed_lines = []
-        resumed = distributed.train_everywhere(world, CONFIG, data, root / "killed",
-                                               log=resumed_lines.append)
-    assert any(line.startswith("resumed") and "step 2 of epoch 2" in line
-               for line in resumed_lines)
-    assert without_timings(resumed.metrics) == without_timings(two.metrics)
-    for name in ("user_vectors.npy", "item_vectors.npy"):
-        np.testing.assert_array_equal(np.load(root / "killed" / name),
-                                      np.load(root / "two" / name))
+    assert_resumes_on_two_processes_to(data, root / "killed", two, root / "two")
     last, last_straight = (read_torch(root / run / "checkpoint.pt") for run in ("killed", "two"))
     for name, weights in last["model"].items():  # the last epoch's weights too
         torch.testing.assert_close(weights, last_straight["model"][name], rtol=0, atol=0)
@@ -109,16 +113,7 @@ def test_a_rank_killed_mid_epoch_is_named_and_the_rerun_resumes_to_the_same_resu
             train(CONFIG, data, tmp_path / "run", world=world, log=lines_killed.append)
     assert "checkpoint: epoch 2 step 2 of 4" in lines_killed
     assert not (tmp_path / "run" / "metrics.json").exists()
-    with distributed.local_world(2, "cpu", TIMEOUT_S) as world:  # the same command again
-        resumed_lines = []
-        resumed = distributed.train_everywhere(world, CONFIG, data, tmp_path / "run",
-                                               log=resumed_lines.append)
-    assert any(line.startswith("resumed") and "step 2 of epoch 2" in line
-               for line in resumed_lines)
-    assert without_timings(resumed.metrics) == without_timings(two.metrics)
-    for name in ("user_vectors.npy", "item_vectors.npy"):
-        np.testing.assert_array_equal(np.load(tmp_path / "run" / name),
-                                      np.load(root / "two" / name))
+    assert_resumes_on_two_processes_to(data, tmp_path / "run", two, root / "two")
 
 
 def test_a_two_process_checkpoint_resumes_on_one_process(two_process_run, tmp_path):
