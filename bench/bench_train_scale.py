@@ -4,8 +4,8 @@ Builds the user-item graph and the approximate (IVF) kNN item graphs (their samp
 against exact search is printed), runs 100 training steps at the reference settings, and prints
 the times, peak RSS and the extrapolated epoch (steps per epoch x median step time), and one
 full-ranking valid evaluation: extrapolated from 2,048 and 4,096 timed users, or with
---full-eval timed whole. Features are clustered (1,000 centres + noise) so that nearest neighbours mean
-something. Usage:
+--full-eval timed whole. Features are clustered (1,000 centres + noise) so that nearest
+neighbours mean something. Usage:
 
     nice -n 5 python bench/bench_train_scale.py                       # 10^6 items, 10^7 pairs
     python bench/bench_train_scale.py --items 20000 --interactions 200000 --steps 5   # a quick try
