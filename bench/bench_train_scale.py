@@ -12,6 +12,7 @@ neighbours mean something. Usage:
     python bench/bench_train_scale.py --batch-size 65536 --warmup-steps 20 --steps 5
     python bench/bench_train_scale.py --batch-size 65536 --warmup-steps 20 --steps 1 --full-eval
     python bench/bench_train_scale.py --eval-only --full-eval       # the evaluation alone
+    python bench/bench_train_scale.py --eval-only --full-eval --eval-scoring float32
     python bench/bench_train_scale.py --items 200000 --interactions 2000000 --steps 4 --profile
 
 --batch-size / --lr-scaling / --warmup-steps set the TrainConfig fields of those names (the
@@ -24,6 +25,7 @@ evaluation's scoring (valid users x items x S*d) over its rate on the evaluation
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -42,7 +44,7 @@ from model.build import build_model  # noqa: E402
 from model.config import LR_SCALINGS, TrainConfig  # noqa: E402
 from model.data import RecData  # noqa: E402
 from model.gemm import choose  # noqa: E402
-from model.metrics import ITEM_BLOCK, evaluate  # noqa: E402
+from model.metrics import ITEM_BLOCK, SCORE_BLOCK, evaluate  # noqa: E402
 from model.sampling import NegativeSampler  # noqa: E402
 
 
@@ -66,18 +68,21 @@ def synthetic(n_items: int, n_interactions: int, n_users: int, dim: int, seed: i
 
 def time_evaluation(user_vectors: torch.Tensor, item_vectors: torch.Tensor,
                     valid_pairs: np.ndarray, train_pairs: np.ndarray, topk: tuple[int, ...],
-                    forward: float, full: bool) -> tuple[float, float | None]:
+                    forward: float, full: bool, scoring: str = "auto"
+                    ) -> tuple[float, float | None]:
     """Seconds of one full valid evaluation (the forward included): extrapolated from 2,048 and
     4,096 timed users (the difference is the cost a user; what every call pays, sorting the
     training pairs, a full evaluation pays once), after an untimed call that measures the GEMM
-    plan; and, when `full`, measured on every valid user."""
+    plan; and, when `full`, measured on every valid user. `scoring`: TrainConfig.eval_scoring."""
+    rank = functools.partial(evaluate, scoring=scoring)
     valid_users = np.unique(valid_pairs[:, 0])
     samples = {n: valid_pairs[np.isin(valid_pairs[:, 0], valid_users[:n])] for n in (2048, 4096)}
-    evaluate(user_vectors, item_vectors, samples[2048], train_pairs, topk)  # the plan, untimed
+    rank(user_vectors, item_vectors, samples[2048], train_pairs, topk,  # the plan, untimed
+         log=lambda line: print(line, flush=True))
     seconds = {}
     for n, sample in samples.items():
         tick = time.perf_counter()
-        evaluate(user_vectors, item_vectors, sample, train_pairs, topk)
+        rank(user_vectors, item_vectors, sample, train_pairs, topk)
         seconds[n] = time.perf_counter() - tick
     per_user = (seconds[4096] - seconds[2048]) / 2048
     if per_user <= 0:  # small catalogs: the timing noise exceeds the difference
@@ -91,7 +96,7 @@ def time_evaluation(user_vectors: torch.Tensor, item_vectors: torch.Tensor,
     if not full:
         return estimate, None
     tick = time.perf_counter()
-    metrics, n_users = evaluate(user_vectors, item_vectors, valid_pairs, train_pairs, topk)
+    metrics, n_users = rank(user_vectors, item_vectors, valid_pairs, train_pairs, topk)
     measured = forward + time.perf_counter() - tick
     print(f"one full valid evaluation: {n_users:,} users ranked against {item_vectors.shape[0]:,} "
           f"items in {measured / 60:.1f} min (forward included); valid Recall@20 "
@@ -99,32 +104,47 @@ def time_evaluation(user_vectors: torch.Tensor, item_vectors: torch.Tensor,
     return estimate, measured
 
 
-def scoring_floor(valid_pairs: np.ndarray, n_items: int, vector_width: int) -> tuple[float, float]:
-    """The evaluation's tile rate (GFLOP/s, the better library) and one full valid scoring's
-    floor at that rate (minutes): valid users x items x vector_width multiply-adds."""
-    rates = choose(torch.randn(1024, vector_width), ITEM_BLOCK, parts=("forward",))
+def scoring_floor(valid_pairs: np.ndarray, n_items: int, vector_width: int
+                  ) -> tuple[float, float, float]:
+    """The evaluation's float32 tile rate (GFLOP/s, the better library), one full valid
+    scoring's floor at that rate (minutes: valid users x items x vector_width multiply-adds),
+    and the bf16 rate of the same tile (best of 4 calls; the scoring uses bf16 where
+    model/metrics.py measures it faster: see its log line)."""
+    chunk = SCORE_BLOCK // ITEM_BLOCK
+    rates = choose(torch.randn(chunk, vector_width), ITEM_BLOCK, parts=("forward",))
     rate = max(rates.rates_gflops["forward"].values())
+    users, items = torch.randn(chunk, vector_width).bfloat16(), torch.randn(
+        ITEM_BLOCK, vector_width).bfloat16()
+    seconds = []
+    for _ in range(5):
+        tick = time.perf_counter()
+        users @ items.T
+        seconds.append(time.perf_counter() - tick)
+    bf16_rate = 2 * chunk * ITEM_BLOCK * vector_width / min(seconds[1:]) / 1e9
     flops = 2 * len(np.unique(valid_pairs[:, 0])) * n_items * vector_width
-    return rate, flops / rate / 1e9 / 60
+    return rate, flops / rate / 1e9 / 60, bf16_rate
 
 
-def evaluation_only(data: RecData, vector_width: int, full: bool) -> None:
+def evaluation_only(data: RecData, vector_width: int, full: bool, scoring: str) -> None:
     """--eval-only: the evaluation of random (U, S*d) and (I, S*d) vectors (the cost of a full
     ranking does not depend on what the vectors hold), no graphs and no training."""
     generator = torch.Generator().manual_seed(0)
     user_vectors = torch.randn(data.n_users, vector_width, generator=generator)
     item_vectors = torch.randn(data.n_items, vector_width, generator=generator)
     estimate, measured = time_evaluation(user_vectors, item_vectors, data.valid, data.train,
-                                         TrainConfig().topk, 0.0, full)
-    rate, floor = scoring_floor(data.valid, data.n_items, vector_width)
-    print(f"{rate:.1f} GFLOP/s on the evaluation's (1024 x {vector_width}) x ({vector_width} x "
-          f"{ITEM_BLOCK}) tiles: the floor of one full valid scoring {floor:.1f} min", flush=True)
+                                         TrainConfig().topk, 0.0, full, scoring)
+    rate, floor, bf16_rate = scoring_floor(data.valid, data.n_items, vector_width)
+    print(f"float32 {rate:.1f} GFLOP/s on the evaluation's ({SCORE_BLOCK // ITEM_BLOCK} x "
+          f"{vector_width}) x ({vector_width} x {ITEM_BLOCK}) tiles: the floor of one full valid "
+          f"float32 scoring {floor:.1f} min; bf16 {bf16_rate:.1f} GFLOP/s on them "
+          f"({floor * rate / bf16_rate:.1f} min at that rate)", flush=True)
     print(json.dumps({
         "items": data.n_items, "users": data.n_users, "valid_users": len(np.unique(data.valid[:, 0])),
         "vector_width": vector_width, "extrapolated_valid_eval_minutes": round(estimate / 60, 1),
         "valid_eval_minutes": round(measured / 60, 1) if measured else None,
         "scoring_gflops": round(rate, 1), "floor_valid_scoring_minutes": round(floor, 1),
-        "peak_rss_gb": round(peak_rss_gb(), 2)}), flush=True)
+        "scoring_bf16_gflops": round(bf16_rate, 1), "peak_rss_gb": round(peak_rss_gb(), 2)}),
+        flush=True)
 
 
 def main() -> None:
@@ -143,6 +163,9 @@ def main() -> None:
                         help="also time one full valid evaluation (else it is extrapolated)")
     parser.add_argument("--profile", action="store_true",
                         help="profile one more training step (torch.profiler, by op and shape)")
+    parser.add_argument("--eval-scoring", choices=["auto", "float32"], default="auto",
+                        help="TrainConfig.eval_scoring: bf16 candidates re-scored in float32 "
+                             "where faster (auto), or float32 throughout")
     parser.add_argument("--eval-only", action="store_true",
                         help="only the evaluation, of random vectors: no graphs, no training")
     args = parser.parse_args()
@@ -156,7 +179,7 @@ def main() -> None:
           flush=True)
     if args.eval_only:
         evaluation_only(data, (len(data.modalities) + 1) * TrainConfig().embedding_size,
-                        args.full_eval)
+                        args.full_eval, args.eval_scoring)
         return
     config = TrainConfig(mm_weights={"image": 0.5, "text": 0.5}, knn_method="ivf",
                          knn_nprobe=args.nprobe, feature_dtype=args.feature_dtype, device="cpu",
@@ -214,20 +237,23 @@ def main() -> None:
         user_vectors, item_vectors = model()
     forward = time.perf_counter() - tick
     eval_estimate, full_eval = time_evaluation(user_vectors, item_vectors, valid_pairs,
-                                               train_pairs, config.topk, forward, args.full_eval)
+                                               train_pairs, config.topk, forward, args.full_eval,
+                                               args.eval_scoring)
     steps_per_epoch = -(-len(train_pairs) // config.batch_size)
     median_step = statistics.median(step_seconds)
     width = 8 * config.embedding_size
     rates = choose(torch.randn(8192, args.dim), width).rates_gflops  # both libraries, both parts
     rate = max(max(by_library.values()) for by_library in rates.values())
     vector_width = model.n_streams * config.embedding_size
-    scoring_rate, scoring_minutes = scoring_floor(valid_pairs, n_items, vector_width)
+    scoring_rate, scoring_minutes, scoring_bf16_rate = scoring_floor(valid_pairs, n_items,
+                                                                     vector_width)
     wide_step = 2 * 2 * 2 * args.items * args.dim * width  # 2 modalities, forward + weight grad
     print(f"float32 GEMM {rate:.1f} GFLOP/s (the better of MKL and oneDNN) on a (8192 x {args.dim})"
           f" x ({args.dim} x {width}) product: the floor of a step's wide products "
           f"{wide_step / rate / 1e9:.1f}s (median step {median_step:.1f}s); {scoring_rate:.1f} "
-          f"GFLOP/s on the evaluation's (1024 x {vector_width}) x ({vector_width} x {ITEM_BLOCK}) "
-          f"tiles: the floor of one full valid scoring {scoring_minutes:.1f} min", flush=True)
+          f"GFLOP/s on the evaluation's ({SCORE_BLOCK // ITEM_BLOCK} x {vector_width}) x "
+          f"({vector_width} x {ITEM_BLOCK}) tiles: the floor of one full valid float32 scoring "
+          f"{scoring_minutes:.1f} min (bf16 {scoring_bf16_rate:.1f} GFLOP/s on them)", flush=True)
     print(json.dumps({
         "items": args.items, "users": n_users, "train_pairs": len(train_pairs),
         "feature_dtype": args.feature_dtype, "data_seconds": round(made),
@@ -242,6 +268,7 @@ def main() -> None:
         "floor_wide_step_seconds": round(wide_step / rate / 1e9, 2),
         "scoring_gflops": round(scoring_rate, 1),
         "floor_valid_scoring_minutes": round(scoring_minutes, 1),
+        "scoring_bf16_gflops": round(scoring_bf16_rate, 1),
         "valid_eval_minutes": round(full_eval / 60, 1) if full_eval else None,
     }), flush=True)
 

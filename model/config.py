@@ -10,6 +10,7 @@ from model.registry import MODELS
 
 KNN_METHODS = ("exact", "ivf", "hnsw")
 FEATURE_DTYPES = ("auto", "float32", "bfloat16")  # model/dtype.py resolves "auto"
+EVAL_SCORINGS = ("auto", "float32")  # model/metrics.py scoring_plan resolves "auto"
 LR_SCALINGS = ("auto", "none", "linear", "sqrt")
 SELECTION_METRIC = "recall@20"  # early stopping and search both select on VALID Recall@20
 
@@ -58,7 +59,11 @@ class TrainConfig:
     eval_every: int = 1  # evaluate valid every N epochs (and after the last epoch)
     seed: int = 999  # initial weights, epoch order and negative sampling
     device: str = "auto"  # "auto" (cuda when present) | "cpu" | "cuda" | "cuda:N"
-    eval_user_chunk: int = 0  # users scored at once (x <= 16,384 items); 0 = auto (<= 2**24 scores)
+    eval_user_chunk: int = 0  # users scored at once (x <= 16,384 items); 0 = auto (<= 2**23 scores)
+    # "auto": a catalog ranked in several blocks is scored in bfloat16 where that measures faster
+    # (native bf16), and the candidates float32's top K can be among are re-scored in float32
+    # (the same ranking); "float32": every score in float32 (model/metrics.py)
+    eval_scoring: str = "auto"
     topk: tuple[int, ...] = (5, 10, 20, 50)  # cut-offs of every metric; must contain 20
     # dtype of the wide feature products: "auto" = bfloat16 where a start-up micro-benchmark finds
     # it native (not emulated), else float32; an emulated "bfloat16" is refused unless
@@ -81,6 +86,7 @@ class TrainConfig:
         _one_of("model", self.model, tuple(MODELS))
         _one_of("knn_method", self.knn_method, KNN_METHODS)
         _one_of("feature_dtype", self.feature_dtype, FEATURE_DTYPES)
+        _one_of("eval_scoring", self.eval_scoring, EVAL_SCORINGS)
         _one_of("lr_scaling", self.lr_scaling, LR_SCALINGS)
         if not isinstance(self.feature_dtype_force, bool):
             raise ValueError(f"train.feature_dtype_force: expected true or false, "

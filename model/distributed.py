@@ -318,7 +318,8 @@ def sum_gradients(model: torch.nn.Module, world: World, loss: float) -> float:
 
 def evaluate_shared(world: World, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
                     held_outs: dict[str, np.ndarray], train: np.ndarray, ks: tuple[int, ...],
-                    user_chunk: int = 0) -> dict[str, tuple[dict[str, float], int]]:
+                    user_chunk: int = 0, log=None, scoring: str = "auto"
+                    ) -> dict[str, tuple[dict[str, float], int]]:
     """`metrics.evaluate_splits` with the users split over the ranks (the same numbers on every
     rank: each set's per-user values gathered in user order, then averaged)."""
     from model.metrics import UserMetrics, evaluate_splits_per_user
@@ -327,7 +328,7 @@ def evaluate_shared(world: World, user_vectors: torch.Tensor, item_vectors: torc
     mine = users[world.rows(len(users))]
     own = {name: pairs[np.isin(pairs[:, 0], mine)] for name, pairs in held_outs.items()}
     scored = evaluate_splits_per_user(user_vectors, item_vectors, own, train, ks,
-                                      user_chunk=user_chunk)
+                                      user_chunk=user_chunk, log=log, scoring=scoring)
     pieces = world.gather(scored)
     results = {}
     for name in held_outs:

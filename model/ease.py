@@ -84,7 +84,8 @@ class EASE(nn.Module):
             tick = time.perf_counter()
             weights = ease_weights(gram, l2).float()  # (I, I) B
             metrics, _ = evaluate(users, weights.T.contiguous(), data.valid, data.train,
-                                  config.topk, user_chunk=config.eval_user_chunk)
+                                  config.topk, user_chunk=config.eval_user_chunk,
+                                  scoring=config.eval_scoring)
             score = metrics[SELECTION_METRIC]
             scores.append({"l2": l2, f"valid_{SELECTION_METRIC}": score})
             log(f"ease: l2 {l2:g}  valid R@20 {score:.4f}  ({time.perf_counter() - tick:.1f}s)")

@@ -11,14 +11,23 @@ Per user with n held-out items and binary hits h_1..h_K of the top K:
 `evaluate_splits_per_user` keeps these per-user values (for significance tests across runs);
 `evaluate_splits` and `evaluate` report their means, so a mean is exactly np.mean of the values.
 
-Large catalogs are ranked in (user chunk x item block) tiles: each block's top K is kept and the
-blocks' tops merged, so a chunk of users is never a handful of rows against every item (a
-(16 x 192) x (192 x 10^6) product reads the whole item matrix for 16 users, at a fraction of the
-GEMM rate) and the score block stays SCORE_BLOCK floats.
+Large catalogs are ranked in (user chunk x item block) tiles, so a chunk of users is never a
+handful of rows against every item (a (16 x 192) x (192 x 10^6) product reads the whole item
+matrix for 16 users, at a fraction of the GEMM rate) and a tile stays SCORE_BLOCK scores. The
+first block's top K sets each user's floor; a later block gives up only its scores above the
+floor (found through group maxima, without sorting the block), and the kept candidates' K-th
+best raises the floor. Where the CPU runs bfloat16 natively and a tile measures BF16_SPEEDUP
+times faster in it (AMX: ~5x), the tiles are scored in bf16 and the floor is lowered by twice the
+bound on a bf16 score's error (bf16_score_error), so the kept candidates hold every item of the
+float32 top K; float32 re-scores them and ranks. The result is the float32 ranking (ties and
+float32 rounding aside), at bf16's speed: see _Bf16Scoring for why nothing is lost.
 """
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,9 +36,130 @@ import torch
 from model.gemm import DEFAULT, GemmPlan, frozen_linear, plan_for
 
 METRICS = ("recall", "ndcg", "precision", "map")
-SCORE_BLOCK = 2**24  # floats per (users x items) score block when the chunk size is automatic
-ITEM_BLOCK = 2**14  # items scored at once when there are more (automatic chunks: 1,024 users)
+SCORE_BLOCK = 2**23  # scores per (users x items) tile when the chunk size is automatic
+ITEM_BLOCK = 2**14  # items scored at once when there are more (automatic chunks: 512 users)
 TOP_GROUP = 64  # columns per group when a wide block's top K is found through its groups
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """How a chunk's scores are computed: the float32 library (model/gemm.py), and whether a
+    bfloat16 product picks the candidates that float32 then ranks (`bf16`; see _Bf16Scoring)."""
+
+    gemm: GemmPlan = DEFAULT
+    bf16: bool = False
+    reason: str = ""
+
+
+_SCORING: dict[tuple, ScoringPlan] = {}  # per process: (chunk, D, block, threads) -> plan
+
+
+def scoring_plan(chunk_vectors: torch.Tensor, block_vectors: torch.Tensor, several_blocks: bool,
+                 log: Callable[[str], None] | None = None, scoring: str = "auto") -> ScoringPlan:
+    """The plan for scoring chunks like `chunk_vectors` (C, D) against blocks like
+    `block_vectors` (B, D), measured once per process and shape. bfloat16 only for float32 CPU
+    vectors ranked in several blocks, where the probe of model/dtype.py finds bf16 native, a
+    (C x D) x (D x B) tile scores at least BF16_SPEEDUP times faster than in float32, and every
+    score of that tile is within bf16_score_error of its float32 value (a library that
+    accumulated in bf16 would not be). `scoring` "float32" (TrainConfig.eval_scoring) measures
+    nothing and scores in float32."""
+    gemm = plan_for(chunk_vectors, len(block_vectors), backward=False)
+    if scoring == "float32" or not several_blocks or chunk_vectors.device.type != "cpu" \
+            or chunk_vectors.dtype != torch.float32:
+        return ScoringPlan(gemm)
+    key = (*chunk_vectors.shape, len(block_vectors), torch.get_num_threads())
+    if key not in _SCORING:
+        _SCORING[key] = _measured_scoring(chunk_vectors, block_vectors, gemm)
+        if log is not None:
+            log(f"evaluation scoring ({key[0]} x {key[1]}) x ({key[1]} x {key[2]}) tiles: "
+                f"{'bfloat16 candidates re-scored in float32' if _SCORING[key].bf16 else 'float32'}"
+                f" ({_SCORING[key].reason})")
+    return _SCORING[key]
+
+
+def bf16_score_error(dim: int) -> float:
+    """The most a score u.v computed from bf16-rounded u and v (float32 accumulation, a bf16
+    result) can differ from u.v computed in float32, as a multiple of |u| |v| (D = dim):
+    each input rounds by at most 2^-8 (8 significant bits), so the exact products sum to
+    within (2^-7 + 2^-16) sum|u_i v_i|; float32 sums of D terms add gamma_D = D 2^-24 / (1 -
+    D 2^-24) of sum|u_i v_i| each, in the bf16 product and in the float32 one; the bf16 result
+    rounds by 2^-8 of its value; and sum|u_i v_i| <= |u| |v|. One percent on top covers the
+    float32 rounding of the norms the bound is multiplied by."""
+    unit = 2.0**-8
+    gamma = dim * 2.0**-24 / (1.0 - dim * 2.0**-24)
+    inputs = 2 * unit + unit**2
+    accumulated = gamma * (1 + unit) ** 2
+    result = unit * (1 + inputs + accumulated)
+    return 1.01 * (inputs + accumulated + result + gamma)
+
+
+@dataclass(frozen=True)
+class _Bf16Scoring:
+    """The candidates in bfloat16, for chunks scored in bf16 and re-scored in float32.
+
+    Why the float32 top k survives: let eps bound |bf16 score - float32 score| for a user
+    (bf16_score_error(D) |u| max_j |v_j|), t the k-th best float32 score and T the k-th best
+    bf16 score over all items. The k items of the bf16 top k have float32 scores >= T - eps, so
+    t >= T - eps; an item of the float32 top k has a bf16 score >= t - eps >= T - 2 eps. The
+    running k-th best bf16 score is never above T, so a floor of (running k-th) - margin, with
+    margin > 2 eps, never drops such an item."""
+
+    vectors: torch.Tensor  # (I, D) bfloat16
+    max_norm: float  # the largest |v_j|, float32
+
+    @classmethod
+    def of(cls, candidate_vectors: torch.Tensor) -> _Bf16Scoring:
+        return cls(candidate_vectors.bfloat16(),
+                   float(torch.linalg.vector_norm(candidate_vectors, dim=1).max()))
+
+    def margin(self, chunk_vectors: torch.Tensor) -> torch.Tensor:
+        """(C,) each user's floor below its running k-th best bf16 score: 2 eps, plus 1%."""
+        eps = bf16_score_error(chunk_vectors.shape[1]) * self.max_norm \
+            * torch.linalg.vector_norm(chunk_vectors, dim=1)
+        return 2.02 * eps
+
+
+BF16_SPEEDUP = 1.5  # bf16 tiles must score this much faster than float32 ones to be used
+# candidates a user may keep in bf16: above, the rest of the evaluation is ranked in float32. On
+# 512 users x 2^19 random items (Intel Xeon, AMX), bf16 ranked in 0.32 s keeping <= 199 a user,
+# in 0.68 s keeping <= 796, float32 in 0.56 s; trained Baby vectors kept <= 147 in 7 blocks
+BF16_KEPT_MAX = 384
+SCORING_ROUNDS = 3  # timed calls of each dtype, interleaved after a warm-up
+
+
+def _measured_scoring(chunk_vectors: torch.Tensor, block_vectors: torch.Tensor,
+                      gemm: GemmPlan) -> ScoringPlan:
+    from model.dtype import NATIVE_BF16_MIN_RATIO, measure_matmul_rates
+
+    rates = measure_matmul_rates(chunk_vectors.device)  # milliseconds: emulated bf16 is not timed
+    if rates.bf16_ratio < NATIVE_BF16_MIN_RATIO:
+        return ScoringPlan(gemm, False, f"bf16 emulated: x{rates.bf16_ratio:.2g} of float32")
+    chunk_bf16, block_bf16 = chunk_vectors.bfloat16(), block_vectors.bfloat16()
+    calls = {"float32": lambda: frozen_linear(chunk_vectors, block_vectors, gemm),
+             "bfloat16": lambda: chunk_bf16 @ block_bf16.T}
+    best = dict.fromkeys(calls, math.inf)
+    for round_ in range(SCORING_ROUNDS + 1):
+        for name, call in calls.items():
+            tick = time.perf_counter()
+            call()
+            if round_:
+                best[name] = min(best[name], time.perf_counter() - tick)
+    speedup = best["float32"] / max(best["bfloat16"], 1e-9)
+    error = _worst_bf16_error(chunk_vectors, block_vectors, calls["float32"](),
+                              calls["bfloat16"]())
+    reason = (f"bf16 tile x{speedup:.2f} the float32 one's speed; worst score error "
+              f"{error:.3g} of its bound")
+    return ScoringPlan(gemm, speedup >= BF16_SPEEDUP and error <= 1.0, reason)
+
+
+def _worst_bf16_error(chunk_vectors: torch.Tensor, block_vectors: torch.Tensor,
+                      float32_scores: torch.Tensor, bf16_scores: torch.Tensor) -> float:
+    """The largest |bf16 - float32| score difference of a tile, as a share of its bound."""
+    bound = bf16_score_error(chunk_vectors.shape[1]) * torch.outer(
+        torch.linalg.vector_norm(chunk_vectors, dim=1),
+        torch.linalg.vector_norm(block_vectors, dim=1))
+    error = (bf16_scores.float() - float32_scores).abs()
+    return float((error / bound.clamp(min=torch.finfo(torch.float32).tiny)).max())
 
 
 @dataclass(frozen=True)
@@ -76,6 +206,8 @@ def evaluate(
     user_chunk: int = 0,
     candidate_items: np.ndarray | None = None,
     item_block: int = 0,
+    log: Callable[[str], None] | None = None,
+    scoring: str = "auto",
 ) -> tuple[dict[str, float], int]:
     """Mean metrics over users with held-out pairs, and how many users that is.
 
@@ -85,7 +217,7 @@ def evaluate(
     """
     return evaluate_splits(user_vectors, item_vectors, {"held_out": held_out}, train, ks,
                            user_chunk=user_chunk, candidate_items=candidate_items,
-                           item_block=item_block)["held_out"]
+                           item_block=item_block, log=log, scoring=scoring)["held_out"]
 
 
 def evaluate_splits(
@@ -98,12 +230,14 @@ def evaluate_splits(
     user_chunk: int = 0,
     candidate_items: np.ndarray | None = None,
     item_block: int = 0,
+    log: Callable[[str], None] | None = None,
+    scoring: str = "auto",
 ) -> dict[str, tuple[dict[str, float], int]]:
     """`evaluate` for several held-out sets at once (valid and test), ranked once: the means and
     user counts of `evaluate_splits_per_user`."""
     scored = evaluate_splits_per_user(user_vectors, item_vectors, held_outs, train, ks,
                                       user_chunk=user_chunk, candidate_items=candidate_items,
-                                      item_block=item_block)
+                                      item_block=item_block, log=log, scoring=scoring)
     return {name: (per_user.means(), len(per_user.users)) for name, per_user in scored.items()}
 
 
@@ -117,11 +251,15 @@ def evaluate_splits_per_user(
     user_chunk: int = 0,
     candidate_items: np.ndarray | None = None,
     item_block: int = 0,
+    log: Callable[[str], None] | None = None,
+    scoring: str = "auto",
 ) -> dict[str, UserMetrics]:
     """Each held-out set's per-user metrics. A user's ranking (all candidates, training items
     masked) does not depend on the held-out set, so each user is scored and ranked once, and
     every set counts its hits in that one top-K. `item_block` candidates are scored at once
-    (0: ITEM_BLOCK); `user_chunk` users (0: as many as fit SCORE_BLOCK floats of scores)."""
+    (0: ITEM_BLOCK); `user_chunk` users (0: as many as fit SCORE_BLOCK scores). `scoring` "auto"
+    lets scoring_plan pick bf16 candidates re-scored in float32, "float32" does not; `log`
+    gets the plan it measured."""
     n_items = item_vectors.shape[0]
     device = item_vectors.device
     if candidate_items is not None:
@@ -157,12 +295,16 @@ def evaluate_splits_per_user(
     chunk = user_chunk or max(1, SCORE_BLOCK // block)
     candidates = torch.as_tensor(candidate_items if candidate_items is not None
                                  else np.arange(n_items), device=device)
+    candidates = torch.cat([candidates, candidates.new_tensor([-1])])  # the column that pads
 
     # the scores on the faster GEMM library (model/gemm.py), measured on a tile's shape once per
     # process: on a 2-core AMD EPYC (another job sharing the CPU) oneDNN scored (1024 x 192) x
     # (192 x 16384) tiles at 205-225 GFLOP/s against MKL's 107-121 (the two round differently:
     # only exact near-ties can move; the choice is not recorded in the run, unlike training's)
-    plan = plan_for(user_vectors[:min(chunk, len(users))], block, backward=False)
+    plan = scoring_plan(user_vectors[torch.as_tensor(users[:chunk], device=device)],
+                        candidate_vectors[:block],
+                        n_columns > block, log, scoring)
+    bf16 = _Bf16Scoring.of(candidate_vectors) if plan.bf16 else None
     pieces: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in held_outs}
     for start in range(0, len(users), chunk):
         chunk_users = users[start:start + chunk]  # (C,)
@@ -170,8 +312,16 @@ def evaluate_splits_per_user(
         rows, cols = _train_mask(train, train_start[start:start + chunk],
                                  train_end[start:start + chunk], column_of_item)
         top_columns = _top_columns(user_vectors[user_index], candidate_vectors, rows, cols,
-                                   k_max, block, plan)  # (C, k_max)
-        top_keys = user_index[:, None] * n_items + candidates[top_columns]  # (C, k_max)
+                                   k_max, block, plan, bf16)  # (C, k_max)
+        if top_columns is None:  # bf16 kept too many candidates: float32 from here on
+            if log is not None:
+                log(f"evaluation scoring: more than {BF16_KEPT_MAX} bf16 candidates a user "
+                    f"(items scoring within bf16's error of each other): float32 from here on")
+            bf16 = None
+            top_columns = _top_columns(user_vectors[user_index], candidate_vectors, rows, cols,
+                                       k_max, block, plan)
+        top_items = candidates[top_columns]  # (C, k_max); -1 pads (never a held-out key)
+        top_keys = torch.where(top_items >= 0, user_index[:, None] * n_items + top_items, -1)
         for name, keys in held_keys.items():
             counts = n_held_out[name][start:start + chunk]
             found = torch.searchsorted(keys, top_keys).clamp_(max=len(keys) - 1)
@@ -191,30 +341,116 @@ def evaluate_splits_per_user(
 
 def _top_columns(chunk_vectors: torch.Tensor, candidate_vectors: torch.Tensor,
                  rows: np.ndarray, cols: np.ndarray, k: int, block: int,
-                 plan: GemmPlan = DEFAULT) -> torch.Tensor:
+                 plan: ScoringPlan = ScoringPlan(), bf16: _Bf16Scoring | None = None
+                 ) -> torch.Tensor | None:
     """(C, k) columns of each chunk user's k best-scored candidates, the masked (row, col) pairs
-    excluded: every `block` candidates scored and cut to their top k, the cuts merged."""
+    excluded (a column n_columns pads rows with fewer than k candidates in several blocks);
+    None where a user would keep more than BF16_KEPT_MAX candidates in bf16.
+
+    One block: its top k. Several: the first block's top k sets each row's floor, and a later
+    block gives up only its scores above the floor (found through group maxima: no sort of the
+    block), merged into the rows' kept candidates, whose k-th best raises the floor. With `bf16`
+    the blocks are scored in bfloat16 and the floor sits `bf16.margin` below the k-th bf16
+    score: the kept candidates then hold every item of the float32 top k (see _Bf16Scoring),
+    and float32 re-scores them to pick it."""
     device = chunk_vectors.device
     order = np.argsort(cols, kind="stable")  # the mask by column: each block's pairs a slice
     rows, cols = rows[order], cols[order]
     n_columns = candidate_vectors.shape[0]
     edges = np.searchsorted(cols, np.arange(0, n_columns + block, block))
-    best_scores, best_columns = None, None
+    margin = bf16.margin(chunk_vectors) if bf16 is not None else 0.0  # (C,) or 0
+    chunk_bf16 = chunk_vectors.bfloat16() if bf16 is not None else None
+    dtype = torch.promote_types(chunk_vectors.dtype, torch.float32)  # kept values: bf16 exactly
+    kept: tuple[torch.Tensor, torch.Tensor] | None = None  # (C, W) values (descending), columns
     for index, first in enumerate(range(0, n_columns, block)):
-        scores = frozen_linear(chunk_vectors, candidate_vectors[first:first + block], plan)  # (C, B)
+        if bf16 is not None:
+            scores = chunk_bf16 @ bf16.vectors[first:first + block].T  # (C, B) bf16
+        else:
+            scores = frozen_linear(chunk_vectors, candidate_vectors[first:first + block],
+                                   plan.gemm)  # (C, B)
         masked = slice(edges[index], edges[index + 1])
         scores[torch.as_tensor(rows[masked], device=device),
                torch.as_tensor(cols[masked] - first, device=device)] = -torch.inf
-        top_scores, top_columns = _row_top(scores, min(k, scores.shape[1]))  # (C, <= k) each
-        if best_scores is None:  # one block (most catalogs): its top is the ranking
-            best_scores, best_columns = top_scores, top_columns
-            continue
-        pooled = torch.cat([best_scores, top_scores], dim=1)  # (C, <= 2k)
-        merged = torch.topk(pooled, min(k, pooled.shape[1]), dim=1)
-        best_columns = torch.cat([best_columns, top_columns + first], dim=1).gather(
-            1, merged.indices)
-        best_scores = merged.values
-    return best_columns
+        if kept is None and bf16 is None and block >= n_columns:  # one block: its top k
+            return _row_top(scores, min(k, scores.shape[1]))[1]
+        if kept is None:  # the floor from the first block's own k-th best
+            floor = _row_top(scores, min(k, scores.shape[1]))[0][:, -1].to(dtype) - margin
+            found = _above(scores, floor, inclusive=True)
+        else:  # the kept k-th best; none while fewer than k are kept (blocks narrower than k)
+            floor = kept[0][:, k - 1] - margin if kept[0].shape[1] >= k \
+                else torch.full((len(scores),), -torch.inf, dtype=dtype, device=device)
+            found = _above(scores, floor)
+        kept = _merged(kept, _padded(*found, first, len(scores), n_columns), k, margin)
+        if bf16 is not None and kept[0].shape[1] > BF16_KEPT_MAX:  # a margin too wide to pay
+            return None
+    values, columns = kept
+    if bf16 is not None:  # the float32 scores of the kept candidates; masked stay -inf
+        exact = torch.bmm(candidate_vectors[columns.clamp(max=n_columns - 1)],
+                          chunk_vectors.unsqueeze(2)).squeeze(2)  # (C, W)
+        values = torch.where(torch.isfinite(values), exact, -torch.inf)
+        top = torch.topk(values, min(k, values.shape[1]), dim=1).indices
+        return columns.gather(1, top)
+    return columns[:, :k]
+
+
+def _above(scores: torch.Tensor, floor: torch.Tensor, inclusive: bool = False,
+           group: int = TOP_GROUP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, columns, values) of a block's scores above each row's floor ((C,), float32 or wider;
+    at or above when `inclusive`; the values in the floor's dtype). The columns j, j + G, j + 2G,
+    ... (G = width // group) form a group whose maximum is compared first: only the groups above
+    the floor are read again. bf16 scores compare with the float32 floor in float32 (a floor
+    rounded to bf16 could rise)."""
+    n_rows, width = scores.shape
+    above = torch.ge if inclusive else torch.gt
+    n_groups = width // group
+    grouped = n_groups * group
+    found_rows, found_cols = [], []
+    if n_groups:
+        maxima = scores[:, :grouped].unflatten(1, (group, n_groups)).amax(1)  # (C, G)
+        group_rows, groups = above(maxima, floor[:, None]).nonzero(as_tuple=True)
+        columns = groups[:, None] + n_groups * torch.arange(group, device=scores.device)
+        hit, member = above(scores[group_rows[:, None], columns],
+                            floor[group_rows, None]).nonzero(as_tuple=True)  # of (n, group)
+        found_rows.append(group_rows[hit])
+        found_cols.append(columns[hit, member])
+    if grouped < width:  # the columns past the last whole group, compared directly
+        rest_rows, rest_cols = above(scores[:, grouped:], floor[:, None]).nonzero(as_tuple=True)
+        found_rows.append(rest_rows)
+        found_cols.append(rest_cols + grouped)
+    found_rows, found_cols = torch.cat(found_rows), torch.cat(found_cols)
+    return found_rows, found_cols, scores[found_rows, found_cols].to(floor.dtype)
+
+
+def _padded(rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, first: int,
+            n_rows: int, pad_column: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Found (row, block column, value) triples as (C, W) values and candidate columns, each row's
+    found ones first and then -inf at column `pad_column`."""
+    order = torch.argsort(rows, stable=True)
+    rows, cols, values = rows[order], cols[order], values[order]
+    counts = torch.bincount(rows, minlength=n_rows)
+    width = int(counts.max()) if len(rows) else 0
+    position = torch.arange(len(rows), device=rows.device) - (torch.cumsum(counts, 0)
+                                                                - counts)[rows]
+    padded_values = torch.full((n_rows, width), -torch.inf, dtype=values.dtype,
+                               device=rows.device)
+    padded_cols = torch.full((n_rows, width), pad_column, dtype=torch.int64, device=rows.device)
+    padded_values[rows, position] = values
+    padded_cols[rows, position] = cols + first
+    return padded_values, padded_cols
+
+
+def _merged(kept: tuple[torch.Tensor, torch.Tensor] | None,
+            found: tuple[torch.Tensor, torch.Tensor], k: int, margin: torch.Tensor | float
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kept candidates and the found ones, sorted by value (descending) and cut to each row's
+    floor (its k-th best minus `margin`), or to k where that keeps fewer."""
+    values, cols = found if kept is None else (torch.cat([kept[0], found[0]], dim=1),
+                                               torch.cat([kept[1], found[1]], dim=1))
+    values, order = torch.sort(values, dim=1, descending=True)
+    k = min(k, values.shape[1])
+    floor = values[:, k - 1] - margin  # (C,)
+    width = max(k, int((values > floor[:, None]).sum(1).max()))
+    return values[:, :width], cols.gather(1, order[:, :width])
 
 
 def _row_top(scores: torch.Tensor, k: int, group: int = TOP_GROUP

@@ -141,7 +141,7 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
 
     if not trainable and epoch == 0:  # nothing to learn: one evaluation as "epoch 0"
         model.eval()
-        line = _evaluate_epoch(config, data, model, device, 0, None, 0.0, run, world)
+        line = _evaluate_epoch(config, data, model, device, 0, None, 0.0, run, world, log)
         if writes:
             run.save_vectors(*line["_vectors"])
         line.pop("_vectors")
@@ -209,7 +209,7 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
             log(f"epoch {epoch:4d}  loss {mean_loss:.5f}  train {train_seconds:.1f}s")
         else:
             line = _evaluate_epoch(config, data, model, device, epoch, mean_loss, train_seconds,
-                                   run, world)
+                                   run, world, log)
             history.append(line)
             score = line["valid"][SELECTION_METRIC]
             improved = score > best_score  # strict, as MMRec's early stopping
@@ -297,9 +297,11 @@ def _resume_state(run: RunFolder, config: TrainConfig, fingerprint: str) -> dict
 
 def _evaluate_epoch(config: TrainConfig, data: RecData, model: torch.nn.Module,
                     device: torch.device, epoch: int, loss: float | None, train_seconds: float,
-                    run: RunFolder, world: World | None) -> dict:
+                    run: RunFolder, world: World | None,
+                    log: Callable[[str], None] | None = None) -> dict:
     """Valid metrics (and test ones when asked) for the current weights, as one history line
-    (appended to the run's history by rank 0); several processes share the users."""
+    (appended to the run's history by rank 0); several processes share the users. `log` gets
+    the scoring plan of a catalog ranked in several blocks, once per process."""
     model.eval()
     tick = _clock(device)
     with torch.no_grad():
@@ -307,10 +309,12 @@ def _evaluate_epoch(config: TrainConfig, data: RecData, model: torch.nn.Module,
     splits = {"valid": data.valid, **({"test": data.test} if config.eval_test_every_epoch else {})}
     if world is None:
         scored = evaluate_splits(user_vectors, item_vectors, splits, data.train, config.topk,
-                                 user_chunk=config.eval_user_chunk)  # one ranking for both
+                                 user_chunk=config.eval_user_chunk, log=log,
+                                 scoring=config.eval_scoring)  # one ranking for both
     else:
         scored = evaluate_shared(world, user_vectors, item_vectors, splits, data.train,
-                                 config.topk, user_chunk=config.eval_user_chunk)
+                                 config.topk, user_chunk=config.eval_user_chunk, log=log,
+                                 scoring=config.eval_scoring)
     line: dict[str, Any] = {"epoch": epoch, "loss": loss,
                             **{name: metrics for name, (metrics, _) in scored.items()}}
     line["train_seconds"] = round(train_seconds, 4)
@@ -345,9 +349,10 @@ def per_user_metrics(config: TrainConfig, data: RecData, run: RunFolder,
     held_outs = {"valid": data.valid, "test": data.test,
                  "test_warm": data.test[~is_cold[data.test[:, 1]]]}
     scored = evaluate_splits_per_user(user_vectors, item_vectors, held_outs, data.train, ks,
-                                      user_chunk=chunk)
+                                      user_chunk=chunk, scoring=config.eval_scoring)
     scored.update(evaluate_splits_per_user(user_vectors, item_vectors, {"test_cold": data.test},
                                            data.train, ks, user_chunk=chunk,
+                                           scoring=config.eval_scoring,
                                            candidate_items=cold))
     return scored
 
