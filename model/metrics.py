@@ -361,6 +361,7 @@ def _top_columns(chunk_vectors: torch.Tensor, candidate_vectors: torch.Tensor,
     edges = np.searchsorted(cols, np.arange(0, n_columns + block, block))
     margin = bf16.margin(chunk_vectors) if bf16 is not None else 0.0  # (C,) or 0
     chunk_bf16 = chunk_vectors.bfloat16() if bf16 is not None else None
+    limit = BF16_KEPT_MAX if bf16 is not None else None
     dtype = torch.promote_types(chunk_vectors.dtype, torch.float32)  # kept values: bf16 exactly
     kept: tuple[torch.Tensor, torch.Tensor] | None = None  # (C, W) values (descending), columns
     for index, first in enumerate(range(0, n_columns, block)):
@@ -376,11 +377,13 @@ def _top_columns(chunk_vectors: torch.Tensor, candidate_vectors: torch.Tensor,
             return _row_top(scores, min(k, scores.shape[1]))[1]
         if kept is None:  # the floor from the first block's own k-th best
             floor = _row_top(scores, min(k, scores.shape[1]))[0][:, -1].to(dtype) - margin
-            found = _above(scores, floor, inclusive=True)
+            found = _above(scores, floor, inclusive=True, limit=limit)
         else:  # the kept k-th best; none while fewer than k are kept (blocks narrower than k)
             floor = kept[0][:, k - 1] - margin if kept[0].shape[1] >= k \
                 else torch.full((len(scores),), -torch.inf, dtype=dtype, device=device)
-            found = _above(scores, floor)
+            found = _above(scores, floor, limit=limit)
+        if found is None:  # a margin too wide to pay: more than BF16_KEPT_MAX groups a user
+            return None
         kept = _merged(kept, _padded(*found, first, len(scores), n_columns), k, margin)
         if bf16 is not None and kept[0].shape[1] > BF16_KEPT_MAX:  # a margin too wide to pay
             return None
@@ -395,12 +398,13 @@ def _top_columns(chunk_vectors: torch.Tensor, candidate_vectors: torch.Tensor,
 
 
 def _above(scores: torch.Tensor, floor: torch.Tensor, inclusive: bool = False,
-           group: int = TOP_GROUP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           group: int = TOP_GROUP, limit: int | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """(rows, columns, values) of a block's scores above each row's floor ((C,), float32 or wider;
     at or above when `inclusive`; the values in the floor's dtype). The columns j, j + G, j + 2G,
     ... (G = width // group) form a group whose maximum is compared first: only the groups above
     the floor are read again. bf16 scores compare with the float32 floor in float32 (a floor
-    rounded to bf16 could rise)."""
+    rounded to bf16 could rise). None where a row has more than `limit` scores above its floor."""
     n_rows, width = scores.shape
     above = torch.ge if inclusive else torch.gt
     n_groups = width // group
@@ -419,6 +423,8 @@ def _above(scores: torch.Tensor, floor: torch.Tensor, inclusive: bool = False,
         found_rows.append(rest_rows)
         found_cols.append(rest_cols + grouped)
     found_rows, found_cols = torch.cat(found_rows), torch.cat(found_cols)
+    if limit is not None and len(found_rows) and int(torch.bincount(found_rows).max()) > limit:
+        return None
     return found_rows, found_cols, scores[found_rows, found_cols].to(floor.dtype)
 
 
