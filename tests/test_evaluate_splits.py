@@ -126,16 +126,19 @@ def _near_ties(seed: int = 4):
     return users, items, held_out, train
 
 
-def test_bf16_candidates_rescored_in_float32_rank_as_float32(monkeypatch):
+@pytest.mark.parametrize("cold", [False, True])
+def test_bf16_candidates_rescored_in_float32_rank_as_float32(cold, monkeypatch):
+    # all items, or the cold protocol's candidates (every other item: 2,048 in blocks of 1,024)
     users, items, held_out, train = _near_ties()
     plain_bf16 = torch.topk(users.bfloat16() @ items.bfloat16().T, 25, dim=1)  # sanity: bf16
     assert (plain_bf16.values[:, 4] == plain_bf16.values[:, 5]).any()  # ties at the 5th alone
+    candidates = np.arange(0, 4096, 2) if cold else None
     _scoring_forced(monkeypatch, bf16=True)
     metrics_bf16 = evaluate_splits_per_user(users, items, {"valid": held_out}, train, (5, 20),
-                                            item_block=1024)
+                                            item_block=1024, candidate_items=candidates)
     _scoring_forced(monkeypatch, bf16=False)
     metrics_float32 = evaluate_splits_per_user(users, items, {"valid": held_out}, train, (5, 20),
-                                               item_block=1024)
+                                               item_block=1024, candidate_items=candidates)
     assert metrics_float32["valid"].values["recall@5"].min() == 1.0
     for metric, values in metrics_float32["valid"].values.items():
         np.testing.assert_array_equal(metrics_bf16["valid"].values[metric], values,
