@@ -52,6 +52,7 @@ class ScoringPlan:
 
 
 _SCORING: dict[tuple, ScoringPlan] = {}  # per process: (chunk, D, block, threads) -> plan
+_CROWDED: list[bool] = []  # per process: an evaluation gave up bf16 (logged the first time)
 
 
 def scoring_plan(chunk_vectors: torch.Tensor, block_vectors: torch.Tensor, several_blocks: bool,
@@ -315,9 +316,12 @@ def evaluate_splits_per_user(
         top_columns = _top_columns(user_vectors[user_index], candidate_vectors, rows, cols,
                                    k_max, block, plan, bf16)  # (C, k_max)
         if top_columns is None:  # bf16 kept too many candidates: float32 from here on
-            if log is not None:
-                log(f"evaluation scoring: more than {BF16_KEPT_MAX} bf16 candidates a user "
-                    f"(items scoring within bf16's error of each other): float32 from here on")
+            if not _CROWDED:  # said once a process (each evaluation tries bf16 again)
+                _CROWDED.append(True)
+                if log is not None:
+                    log(f"evaluation scoring: more than {BF16_KEPT_MAX} bf16 candidates a user "
+                        f"(items scoring within bf16's error of each other): float32 for the "
+                        f"rest of this evaluation (said once; each evaluation tries bf16 again)")
             bf16 = None
             top_columns = _top_columns(user_vectors[user_index], candidate_vectors, rows, cols,
                                        k_max, block, plan)
