@@ -318,8 +318,8 @@ def sum_gradients(model: torch.nn.Module, world: World, loss: float) -> float:
 
 def evaluate_shared(world: World, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
                     held_outs: dict[str, np.ndarray], train: np.ndarray, ks: tuple[int, ...],
-                    user_chunk: int = 0, log=None, scoring: str = "auto"
-                    ) -> dict[str, tuple[dict[str, float], int]]:
+                    user_chunk: int = 0, log: Callable[[str], None] | None = None,
+                    scoring: str = "auto") -> dict[str, tuple[dict[str, float], int]]:
     """`metrics.evaluate_splits` with the users split over the ranks (the same numbers on every
     rank: each set's per-user values gathered in user order, then averaged)."""
     from model.metrics import UserMetrics, evaluate_splits_per_user
