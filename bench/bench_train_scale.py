@@ -43,7 +43,7 @@ from bench.lirdrec_data import peak_rss_gb  # noqa: E402
 from model.build import build_model  # noqa: E402
 from model.config import LR_SCALINGS, TrainConfig  # noqa: E402
 from model.data import RecData  # noqa: E402
-from model.gemm import choose  # noqa: E402
+from model.gemm import best_seconds, choose  # noqa: E402
 from model.metrics import ITEM_BLOCK, SCORE_BLOCK, evaluate  # noqa: E402
 from model.sampling import NegativeSampler  # noqa: E402
 
@@ -108,19 +108,15 @@ def scoring_floor(valid_pairs: np.ndarray, n_items: int, vector_width: int
                   ) -> tuple[float, float, float]:
     """The evaluation's float32 tile rate (GFLOP/s, the better library), one full valid
     scoring's floor at that rate (minutes: valid users x items x vector_width multiply-adds),
-    and the bf16 rate of the same tile (best of 4 calls; the scoring uses bf16 where
+    and the bf16 rate of the same tile (best of 3 calls after a warm-up; the scoring uses bf16 where
     model/metrics.py measures it faster: see its log line)."""
     chunk = SCORE_BLOCK // ITEM_BLOCK
     rates = choose(torch.randn(chunk, vector_width), ITEM_BLOCK, parts=("forward",))
     rate = max(rates.rates_gflops["forward"].values())
     users, items = torch.randn(chunk, vector_width).bfloat16(), torch.randn(
         ITEM_BLOCK, vector_width).bfloat16()
-    seconds = []
-    for _ in range(5):
-        tick = time.perf_counter()
-        users @ items.T
-        seconds.append(time.perf_counter() - tick)
-    bf16_rate = 2 * chunk * ITEM_BLOCK * vector_width / min(seconds[1:]) / 1e9
+    seconds = best_seconds({"bf16": lambda: users @ items.T})["bf16"]
+    bf16_rate = 2 * chunk * ITEM_BLOCK * vector_width / seconds / 1e9
     flops = 2 * len(np.unique(valid_pairs[:, 0])) * n_items * vector_width
     return rate, flops / rate / 1e9 / 60, bf16_rate
 

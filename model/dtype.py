@@ -149,15 +149,18 @@ def measure_matmul_rates(device: torch.device, shape: tuple[int, int, int] = PRO
 _MEASURED: dict[str, MatmulRates] = {}  # per process and device: measured once
 
 
+def device_rates(device: torch.device) -> MatmulRates:
+    """measure_matmul_rates of `device`, measured at its first use in this process."""
+    key = str(device)
+    if key not in _MEASURED:
+        _MEASURED[key] = measure_matmul_rates(device)
+    return _MEASURED[key]
+
+
 def resolve_feature_dtype(requested: str, device: torch.device, *, force: bool = False,
                           log: Callable[[str], None] | None = print) -> FeatureDtype:
     """choose_feature_dtype on this device's rates, measured at its first use; logged."""
-    rates = None
-    if requested != "float32":
-        key = str(device)
-        if key not in _MEASURED:
-            _MEASURED[key] = measure_matmul_rates(device)
-        rates = _MEASURED[key]
+    rates = device_rates(device) if requested != "float32" else None
     choice = choose_feature_dtype(requested, rates, force=force)
     if log is not None:
         probe = f" (probe {rates.seconds * 1e3:.0f} ms)" if rates else ""

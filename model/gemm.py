@@ -114,13 +114,7 @@ def choose(x: torch.Tensor, n: int, rounds: int = ROUNDS,
         copy_rows = _copy_rows(rows or x.shape[0], n)
         copied = torch.ones(copy_rows, n)
         calls["copy", copy_rows] = lambda: copied.t().contiguous()
-    best = dict.fromkeys(calls, math.inf)
-    for round_ in range(rounds + 1):
-        for key, call in calls.items():
-            tick = time.perf_counter()
-            call()
-            if round_:  # round 0 warms up: kernel choice, primitive cache
-                best[key] = min(best[key], time.perf_counter() - tick)
+    best = best_seconds(calls, rounds)
     if "weight_grad" in parts:
         best = _charged(best, x.shape[0])
     flops = 2.0 * x.shape[0] * x.shape[1] * n
@@ -128,6 +122,20 @@ def choose(x: torch.Tensor, n: int, rounds: int = ROUNDS,
                     for lib in PARTS[part]} for part in parts}
     picks = {part: _faster(r) for part, r in rates.items()}
     return GemmPlan(picks["forward"], picks.get("weight_grad", "default"), rates)
+
+
+def best_seconds(calls: dict, rounds: int = ROUNDS) -> dict:
+    """Each call's best time (seconds) over `rounds` rounds that call each once in turn, after an
+    untimed round (kernel choice, primitive cache): interleaved, so a slow spell of a shared
+    machine slows every call alike."""
+    best = dict.fromkeys(calls, math.inf)
+    for round_ in range(rounds + 1):
+        for key, call in calls.items():
+            tick = time.perf_counter()
+            call()
+            if round_:
+                best[key] = min(best[key], time.perf_counter() - tick)
+    return best
 
 
 def _charged(best: dict, rows: int) -> dict:

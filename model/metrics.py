@@ -25,15 +25,13 @@ float32 rounding aside), at bf16's speed: see _Bf16Scoring for why nothing is lo
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from model.gemm import DEFAULT, GemmPlan, frozen_linear, plan_for
+from model.gemm import DEFAULT, GemmPlan, best_seconds, frozen_linear, plan_for
 
 METRICS = ("recall", "ndcg", "precision", "map")
 SCORE_BLOCK = 2**23  # scores per (users x items) tile when the chunk size is automatic
@@ -126,26 +124,19 @@ BF16_SPEEDUP = 1.5  # bf16 tiles must score this much faster than float32 ones t
 # user, in 0.68 s keeping <= 796, float32 in 0.56 s; at 10^6 random items and K 50, 512 users
 # kept <= 364 (so not less than this); trained Baby vectors kept <= 147 in 7 blocks (K 20)
 BF16_KEPT_MAX = 1024
-SCORING_ROUNDS = 3  # timed calls of each dtype, interleaved after a warm-up
 
 
 def _measured_scoring(chunk_vectors: torch.Tensor, block_vectors: torch.Tensor,
                       gemm: GemmPlan) -> ScoringPlan:
-    from model.dtype import NATIVE_BF16_MIN_RATIO, measure_matmul_rates
+    from model.dtype import NATIVE_BF16_MIN_RATIO, device_rates
 
-    rates = measure_matmul_rates(chunk_vectors.device)  # milliseconds: emulated bf16 is not timed
+    rates = device_rates(chunk_vectors.device)  # milliseconds: emulated bf16 is not timed
     if rates.bf16_ratio < NATIVE_BF16_MIN_RATIO:
         return ScoringPlan(gemm, False, f"bf16 emulated: x{rates.bf16_ratio:.2g} of float32")
     chunk_bf16, block_bf16 = chunk_vectors.bfloat16(), block_vectors.bfloat16()
     calls = {"float32": lambda: frozen_linear(chunk_vectors, block_vectors, gemm),
              "bfloat16": lambda: chunk_bf16 @ block_bf16.T}
-    best = dict.fromkeys(calls, math.inf)
-    for round_ in range(SCORING_ROUNDS + 1):
-        for name, call in calls.items():
-            tick = time.perf_counter()
-            call()
-            if round_:
-                best[name] = min(best[name], time.perf_counter() - tick)
+    best = best_seconds(calls)
     speedup = best["float32"] / max(best["bfloat16"], 1e-9)
     error = _worst_bf16_error(chunk_vectors, block_vectors, calls["float32"](),
                               calls["bfloat16"]())
@@ -386,7 +377,7 @@ def _top_columns(chunk_vectors: torch.Tensor, candidate_vectors: torch.Tensor,
             floor = kept[0][:, k - 1] - margin if kept[0].shape[1] >= k \
                 else torch.full((len(scores),), -torch.inf, dtype=dtype, device=device)
             found = _above(scores, floor, limit=limit)
-        if found is None:  # a margin too wide to pay: more than BF16_KEPT_MAX groups a user
+        if found is None:  # a margin too wide to pay: more than BF16_KEPT_MAX scores a user
             return None
         kept = _merged(kept, _padded(*found, first, len(scores), n_columns), k, margin)
         if bf16 is not None and kept[0].shape[1] > BF16_KEPT_MAX:  # a margin too wide to pay
