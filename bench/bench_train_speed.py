@@ -12,6 +12,7 @@ bench/bench_reference.py runs this beside the reference implementation. Usage:
     nice -n 5 python bench/bench_train_speed.py --dataset baby
     nice -n 5 python bench/bench_train_speed.py --dataset clothing --feature-dtype bfloat16
     python bench/bench_train_speed.py --dataset baby --profile      # top ops of 3 training steps
+    python bench/bench_train_speed.py --dataset baby --compile off  # the training forward eager
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--feature-dtype", choices=["auto", "float32", "bfloat16"], default="float32")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                        help="train.compile: torch.compile the training forward")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--processes", type=int, default=1, help="data-parallel processes")
     args = parser.parse_args()
@@ -51,9 +54,9 @@ def main() -> None:
     print(f"{args.dataset}: {describe(data)}; data made in {time.perf_counter() - started:.1f}s")
     config = TrainConfig(mm_weights={"image": 0.1, "text": 0.9}, epochs=args.epochs,
                          patience=args.epochs, feature_dtype=args.feature_dtype,
-                         device=args.device, eval_test_every_epoch=True)
+                         device=args.device, eval_test_every_epoch=True, compile=args.compile)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"feature_dtype {args.feature_dtype}")
+          f"feature_dtype {args.feature_dtype}, compile {args.compile}")
     if args.profile:
         profile(config, data)
         return
@@ -152,16 +155,20 @@ def _best_of(repeats: int, run) -> float:
 def profile(config: TrainConfig, data) -> None:
     """Where a training step's time goes (the kNN build is timed separately by the trainer)."""
     import numpy as np
+    import torch._inductor.config as inductor_config
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     from model.build import build_model, resolve_device
+    from model.compiled import TrainingForward, choose_compile
     from model.sampling import NegativeSampler
     from model.train import adam
 
+    inductor_config.cpp.enable_kernel_profile = True  # compiled: each fused kernel by name
     device = resolve_device(config.device)
     torch.manual_seed(0)
     model = build_model(config, data, device)
+    forward = TrainingForward(model, choose_compile(config.compile, model, device))  # as trained
     optimizer = adam(model, config.learning_rate, device)  # the trainer's own (fused) Adam
     sampler, rng = NegativeSampler(data.train, data.n_items), np.random.default_rng(0)
     batch = data.train[rng.permutation(len(data.train))[: config.batch_size]]
@@ -169,7 +176,7 @@ def profile(config: TrainConfig, data) -> None:
 
     def step() -> None:
         negatives = torch.as_tensor(sampler.sample(batch[:, 0], rng), device=device)
-        user_vectors, item_vectors = model()
+        user_vectors, item_vectors = forward()
         loss = model.batch_loss(user_vectors, item_vectors, users, positives, negatives)
         optimizer.zero_grad()
         loss.backward()

@@ -11,13 +11,13 @@ from model.schedule import batch_rule
 
 # Fields that change how a run is executed but not what it computes: a checkpoint may be resumed
 # with other values for them.
-EXECUTION_FIELDS = ("device", "num_threads", "eval_user_chunk", "eval_scoring",
+EXECUTION_FIELDS = ("device", "num_threads", "eval_user_chunk", "eval_scoring", "compile",
                     "eval_test_every_epoch", "checkpoint_every_steps", "checkpoint_every_minutes")
 # Fields added after runs existed, with the default that computes what runs did before them: left
 # out of a run's identity while at that default, so those runs keep their folder names and resume.
 LATER_FIELDS = {"feature_dtype_force": False, "lr_scaling": "none", "lr_reference_batch": 2048,
                 "warmup_steps": 0, "eval_every": 1, "checkpoint_every_steps": 0,
-                "checkpoint_every_minutes": 0.0, "eval_scoring": "auto"}
+                "checkpoint_every_minutes": 0.0, "eval_scoring": "auto", "compile": "auto"}
 
 
 def run_identity(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:

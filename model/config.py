@@ -11,6 +11,7 @@ from model.registry import MODELS
 KNN_METHODS = ("exact", "ivf", "hnsw")
 FEATURE_DTYPES = ("auto", "float32", "bfloat16")  # model/dtype.py resolves "auto"
 EVAL_SCORINGS = ("auto", "float32")  # model/metrics.py scoring_plan resolves "auto"
+COMPILE_MODES = ("auto", "on", "off")  # model/compiled.py resolves "auto"
 LR_SCALINGS = ("auto", "none", "linear", "sqrt")
 SELECTION_METRIC = "recall@20"  # early stopping and search both select on VALID Recall@20
 
@@ -71,6 +72,10 @@ class TrainConfig:
     feature_dtype: str = "auto"
     feature_dtype_force: bool = False
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    # torch.compile the training forward (fuses its elementwise passes): "auto" = on the CPU for a
+    # large enough LIRDRec when a C++ compiler is found, eager if compiling fails | "on" | "off"
+    # (model/compiled.py)
+    compile: str = "auto"
     eval_test_every_epoch: bool = False  # also score test each epoch into history (costly)
     # EASE's l2 candidates; the one with the best VALID Recall@20 is kept (metrics.json "fitted")
     ease_l2_grid: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)
@@ -87,6 +92,7 @@ class TrainConfig:
         _one_of("knn_method", self.knn_method, KNN_METHODS)
         _one_of("feature_dtype", self.feature_dtype, FEATURE_DTYPES)
         _one_of("eval_scoring", self.eval_scoring, EVAL_SCORINGS)
+        _one_of("compile", self.compile, COMPILE_MODES)
         _one_of("lr_scaling", self.lr_scaling, LR_SCALINGS)
         if not isinstance(self.feature_dtype_force, bool):
             raise ValueError(f"train.feature_dtype_force: expected true or false, "

@@ -36,7 +36,7 @@ def catalog_encoder(model: LIRDRec, catalog_features: dict[str, np.ndarray]
               catalog_features.items()}
     for depth in range(model.n_mm_layers):
         arrays[f"{LAYER_PREFIX}{depth}"] = layer.float().cpu().numpy()  # A_mm^depth r
-        layer = model.mm_adjacency @ layer
+        layer = model.item_item(layer)
     return arrays
 
 

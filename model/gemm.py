@@ -188,9 +188,16 @@ def _weight_grad(library: str, grad: torch.Tensor, x: torch.Tensor) -> torch.Ten
     return grad.t() @ x
 
 
+@torch.library.custom_op("lirdrec::onednn_mm", mutates_args=())
 def _onednn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a b^T on oneDNN: (m, k), (n, k) -> (m, n)."""
+    """a b^T on oneDNN: (m, k), (n, k) -> (m, n). An operator of its own: torch.compile's
+    inductor would otherwise rewrite the oneDNN call, which it supports only for a constant b."""
     return torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")
+
+
+@_onednn.register_fake
+def _onednn_shape(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a.new_empty(a.shape[0], b.shape[0])
 
 
 def _onednn_available() -> bool:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from model.index import build_index, ivf_lists
 
@@ -24,36 +25,64 @@ if TYPE_CHECKING:
 TIE_MARGIN = 10  # extra candidates fetched so that ties at the k-th place can be resolved
 
 
-class _SparseProduct(torch.autograd.Function):
-    """matrix @ dense whose backward multiplies by a precomputed transpose (torch would transpose
-    the sparse matrix, a sort, at every backward pass)."""
-
-    @staticmethod
-    def forward(ctx, matrix: torch.Tensor, transpose: torch.Tensor,
+@torch.library.custom_op("lirdrec::csr_product", mutates_args=())
+def csr_product(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
+                t_crow: torch.Tensor, t_col: torch.Tensor, t_values: torch.Tensor,
                 dense: torch.Tensor) -> torch.Tensor:
-        ctx.transpose = transpose
-        return csr_times_dense(matrix, dense)
+    """M @ dense for a sparse CSR matrix M given as its three arrays (and its transpose's, for
+    the backward: torch would transpose M, a sort, at every backward pass). An operator of its
+    own, so that torch.compile traces around it instead of breaking its graph at a sparse tensor.
+    Each row is the weighted sum of gathered dense rows (embedding_bag): 5-9x faster on the CPU
+    than torch's CSR kernel on these graphs (26k x 26k, 237k edges, 192 columns: 11 ms against
+    58-103 ms on 2 AVX2 cores)."""
+    return F.embedding_bag(col, dense, crow, mode="sum", per_sample_weights=values.to(dense.dtype),
+                           include_last_offset=True)
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[None, None, torch.Tensor]:
-        return None, None, csr_times_dense(ctx.transpose, grad)
+
+@csr_product.register_fake
+def _csr_product_shape(crow, col, values, t_crow, t_col, t_values, dense):
+    return dense.new_empty(crow.shape[0] - 1, dense.shape[1])
+
+
+def _csr_product_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs[:6])
+
+
+def _csr_product_backward(ctx, grad: torch.Tensor):
+    crow, col, values, t_crow, t_col, t_values = ctx.saved_tensors
+    return (None,) * 6 + (csr_product(t_crow, t_col, t_values, crow, col, values, grad),)
+
+
+csr_product.register_autograd(_csr_product_backward, setup_context=_csr_product_setup)
 
 
 def sparse_mm(matrix: torch.Tensor, transpose: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """matrix @ dense for a sparse CSR `matrix` given with its `transpose` (the same tensor when
     symmetric)."""
-    if not dense.requires_grad:
-        return csr_times_dense(matrix, dense)
-    return _SparseProduct.apply(matrix, transpose, dense)
+    return csr_product(*_arrays(matrix), *_arrays(transpose), dense)
 
 
-def csr_times_dense(matrix: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-    """matrix @ dense for a sparse CSR `matrix`, as each row's weighted sum of gathered dense rows
-    (embedding_bag): 5-9x faster on the CPU than torch's CSR kernel on these graphs (26k x 26k,
-    237k edges, 192 columns: 11 ms against 58-103 ms on 2 AVX2 cores)."""
-    return F.embedding_bag(matrix.col_indices(), dense, matrix.crow_indices(), mode="sum",
-                           per_sample_weights=matrix.values().to(dense.dtype),
-                           include_last_offset=True)
+class CsrOperator(nn.Module):
+    """A frozen sparse matrix M as dense CSR arrays (buffers that move with the model and stay out
+    of checkpoints; torch.compile cannot trace a sparse tensor): `operator(dense)` = M @ dense,
+    differentiable in `dense`. `transpose` defaults to M itself (a symmetric M)."""
+
+    def __init__(self, matrix: torch.Tensor, transpose: torch.Tensor | None = None) -> None:
+        super().__init__()
+        names = ("crow", "col", "weights", "t_crow", "t_col", "t_weights")
+        arrays = _arrays(matrix) + _arrays(matrix if transpose is None else transpose)
+        for name, array in zip(names, arrays, strict=True):
+            self.register_buffer(name, array, persistent=False)
+        self.shape = tuple(matrix.shape)
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        return csr_product(self.crow, self.col, self.weights, self.t_crow, self.t_col,
+                           self.t_weights, dense)
+
+
+def _arrays(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # values() is a view into the sparse tensor, which torch.compile cannot trace: a copy
+    return matrix.crow_indices(), matrix.col_indices(), matrix.values().clone()
 
 
 def transpose_csr(matrix: torch.Tensor) -> torch.Tensor:

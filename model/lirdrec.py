@@ -32,9 +32,9 @@ from torch import nn
 
 from model.gemm import DEFAULT, frozen_linear, plan_for
 from model.graph import (
+    CsrOperator,
     item_item_graph,
     knn_graphs,
-    sparse_mm,
     transpose_csr,
     user_item_adjacency,
 )
@@ -102,11 +102,11 @@ def idct_rows(y: torch.Tensor) -> torch.Tensor:
     return torch.stack([evens, odds], dim=-1).flatten(-2)[..., :n]
 
 
-def propagate_sum(adjacency: torch.Tensor, rows: torch.Tensor, n_layers: int) -> torch.Tensor:
+def propagate_sum(adjacency: CsrOperator, rows: torch.Tensor, n_layers: int) -> torch.Tensor:
     """E_0 + A E_0 + ... + A^L E_0 (LightGCN propagation with the layers summed; A symmetric)."""
     total, layer = rows, rows
     for index in range(n_layers):
-        layer = sparse_mm(adjacency, adjacency, layer)
+        layer = adjacency(layer)
         # in place after the first sum: one (U+I, S*d) temporary fewer per layer
         total = total + layer if index == 0 else total.add_(layer)
     return total
@@ -155,6 +155,7 @@ class LIRDRec(nn.Module):
     uses_features: ClassVar[bool] = True
     scores_new_items: ClassVar[bool] = True
     data_parallel: ClassVar[bool] = True  # the regulariser does not see the batch (loss_terms)
+    compiles: ClassVar[bool] = True  # train.compile "auto" may compile its forward (compiled.py)
 
     @classmethod
     def from_config(cls, config: TrainConfig, data: RecData, device: torch.device,
@@ -215,9 +216,8 @@ class LIRDRec(nn.Module):
         # Frozen inputs: non-persistent buffers move with .to(device) but stay out of checkpoints.
         for m, x in enumerate(features):
             self.register_buffer(f"features_{m}", x, persistent=False)  # (I, D_m)
-        self.register_buffer("ui_adjacency", ui_adjacency, persistent=False)  # (U+I, U+I)
-        self.register_buffer("mm_adjacency", mm_adjacency, persistent=False)  # (I, I)
-        self.register_buffer("mm_adjacency_t", transpose_csr(mm_adjacency), persistent=False)
+        self.ui_graph = CsrOperator(ui_adjacency)  # (U+I, U+I), symmetric
+        self.item_item = CsrOperator(mm_adjacency, transpose_csr(mm_adjacency))  # (I, I)
 
         self.encoders = nn.ModuleList(FeatureEncoder(x.shape[1], d) for x in features)
         self.shared_encoder = FeatureEncoder(sum(x.shape[1] for x in features), d)
@@ -262,7 +262,7 @@ class LIRDRec(nn.Module):
         item_rows = torch.cat([F.normalize(r, dim=1) for r in self.item_streams()], dim=1)
         user_rows = torch.cat([F.normalize(p, dim=1) for p in self.user_preference], dim=1)
         rows = torch.cat([user_rows, item_rows])  # (U+I, S*d)
-        rows = propagate_sum(self.ui_adjacency, rows, self.n_ui_layers)  # (U+I, S*d)
+        rows = propagate_sum(self.ui_graph, rows, self.n_ui_layers)  # (U+I, S*d)
         # split, not two slices: its backward is one concatenation, not two zero-filled copies
         return rows.split([self.n_users, self.n_items])
 
@@ -278,10 +278,14 @@ class LIRDRec(nn.Module):
         items = item_rows + self.item_graph(item_rows)  # (I, S*d)
         return users, items
 
+    def compile_size(self) -> int:
+        """Floats of propagated rows a forward pass moves, (U+I) * S*d: what compiling saves on."""
+        return (self.n_users + self.n_items) * self.n_streams * self.d
+
     def item_graph(self, item_rows: torch.Tensor) -> torch.Tensor:
         """A_mm^L r, (I, S*d)."""
         for _ in range(self.n_mm_layers):
-            item_rows = sparse_mm(self.mm_adjacency, self.mm_adjacency_t, item_rows)
+            item_rows = self.item_item(item_rows)
         return item_rows
 
     @torch.no_grad()

@@ -34,10 +34,14 @@ class Recommender(Protocol):
 
     A model with `scores_new_items` can score items it never saw (SPEC section 8): it then
     provides `encoder_only(config, n_users, feature_dims)` and what model/encode.py calls
-    (`item_streams`, `propagated_rows`, `n_mm_layers`, `mm_adjacency`), as LIRDRec does; its runs
+    (`item_streams`, `propagated_rows`, `n_mm_layers`, `item_item`), as LIRDRec does; its runs
     keep best_model.pt and item_encoder.npz. Only a `uses_features` model can.
 
     A trainable model with `data_parallel` provides `loss_terms` (model/distributed.py).
+
+    A model with `compiles` (a ClassVar, default False) may have its training forward compiled
+    by `train.compile` (model/compiled.py); it provides `compile_size()`, the floats of rows a
+    forward pass moves, which "auto" compares with its threshold.
 
     A model that cannot take some data may provide `check_fits(config, data)`, raising ValueError
     (EASE's item limit): a study calls it for every arm before training any.

@@ -32,6 +32,7 @@ import torch
 
 from model.build import build_model, resolve_device
 from model.checkpoint import load_checkpoint
+from model.compiled import TrainingForward, choose_compile
 from model.config import SELECTION_METRIC, TrainConfig
 from model.data import RecData
 from model.distributed import World, check_same_buffers, data_parallel_backward, evaluate_shared
@@ -138,6 +139,10 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
                if processes != (world.size if world else 1) else ""))
     if writes:
         run.write_history(history)
+    forward = TrainingForward(model, choose_compile(config.compile, model, device), log) \
+        if trainable else None
+    if forward is not None and not forward.choice.compiled:
+        log(f"compile: eager ({forward.choice.reason})")
 
     if not trainable and epoch == 0:  # nothing to learn: one evaluation as "epoch 0"
         model.eval()
@@ -176,7 +181,7 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
             batch = train_pairs[order[start:start + batch_size]]  # (B, 2)
             users, positives = batch[:, 0], batch[:, 1]
             negatives = torch.as_tensor(sampler.sample(users.cpu().numpy(), rng), device=device)
-            user_vectors, item_vectors = model()  # (U, D), (I, D)
+            user_vectors, item_vectors = forward()  # (U, D), (I, D)
             optimizer.zero_grad(set_to_none=True)
             if world is None:
                 loss = model.batch_loss(user_vectors, item_vectors, users, positives, negatives)
@@ -248,6 +253,7 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
     metrics = _final_metrics(config, data, per_user, history, best_epoch, epoch, build_seconds,
                              device, fingerprint, model.fitted())
     metrics["gemm"] = [plan.summary() for plan in getattr(model, "gemm_plans", ())]  # gemm.py
+    metrics["compile"] = forward.choice.summary() if forward is not None else None
     write_json(run.metrics, metrics)
     cold_note = (f"cold R@20 {metrics['test_cold']['recall@20']:.4f}, {metrics['n_cold_items']} cold "
                  "items ranked among themselves" if metrics["test_cold"] else "no cold items")
