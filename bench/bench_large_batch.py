@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=0, help="warmup_steps")
     parser.add_argument("--seeds", default="999,1000,1001")
     parser.add_argument("--max-epochs", type=int, default=1000)
+    parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                        help="train.compile (the run folder says which when not auto)")
     parser.add_argument("--out", type=Path, default=ROOT / "artifacts" / "bench" / "large-batch")
     args = parser.parse_args()
     data = ml100k() if args.dataset == "ml100k" else \
@@ -59,8 +61,10 @@ def main() -> None:
 def run_one(args, data, batch: int, rule: str, seed: int) -> dict:
     config = TrainConfig(model="lirdrec", mm_weights={"image": 0.1, "text": 0.9},
                          feature_dtype="float32", batch_size=batch, lr_scaling=rule,
-                         warmup_steps=args.warmup, seed=seed, epochs=args.max_epochs)
-    run_dir = args.out / args.dataset / f"b{batch}-{rule}-w{args.warmup}-seed{seed}"
+                         warmup_steps=args.warmup, seed=seed, epochs=args.max_epochs,
+                         compile=args.compile)
+    compiled = "" if args.compile == "auto" else f"-compile-{args.compile}"
+    run_dir = args.out / args.dataset / f"b{batch}-{rule}-w{args.warmup}-seed{seed}{compiled}"
     metrics = train(config, data, run_dir, log=lambda line: print(line, flush=True)).metrics
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     to_best = sum(line["train_seconds"] + line["eval_seconds"] for line in history
