@@ -13,6 +13,7 @@ bench/bench_reference.py runs this beside the reference implementation. Usage:
     nice -n 5 python bench/bench_train_speed.py --dataset clothing --feature-dtype bfloat16
     python bench/bench_train_speed.py --dataset baby --profile      # top ops of 3 training steps
     python bench/bench_train_speed.py --dataset baby --compile off  # the training forward eager
+    python bench/bench_train_speed.py --dataset baby --compare-compile 6  # eager vs compiled steps
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def main() -> None:
     parser.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                         help="train.compile: torch.compile the training forward")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--compare-compile", type=int, default=0, metavar="ROUNDS",
+                        help="time eager and compiled steps interleaved, ROUNDS rounds")
     parser.add_argument("--processes", type=int, default=1, help="data-parallel processes")
     args = parser.parse_args()
 
@@ -59,6 +62,9 @@ def main() -> None:
           f"feature_dtype {args.feature_dtype}, compile {args.compile}")
     if args.profile:
         profile(config, data)
+        return
+    if args.compare_compile:
+        compare_compile(config, data, args.compare_compile)
         return
     rates_before = wide_gemm_rates(data, config)
 
@@ -152,36 +158,50 @@ def _best_of(repeats: int, run) -> float:
     return best
 
 
-def profile(config: TrainConfig, data) -> None:
-    """Where a training step's time goes (the kNN build is timed separately by the trainer)."""
+def training_steps(config: TrainConfig, data, modes: tuple[str, ...]):
+    """One model and its (fused) Adam, as the trainer builds them, and a training step on one
+    fixed batch for each train.compile mode in `modes` (each its own TrainingForward of the same
+    model), plus the GFLOP of the step's wide products."""
     import numpy as np
-    import torch._inductor.config as inductor_config
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
 
     from model.build import build_model, resolve_device
     from model.compiled import TrainingForward, choose_compile
     from model.sampling import NegativeSampler
     from model.train import adam
 
-    inductor_config.cpp.enable_kernel_profile = True  # compiled: each fused kernel by name
     device = resolve_device(config.device)
     torch.manual_seed(0)
     model = build_model(config, data, device)
-    forward = TrainingForward(model, choose_compile(config.compile, model, device))  # as trained
-    optimizer = adam(model, config.learning_rate, device)  # the trainer's own (fused) Adam
+    optimizer = adam(model, config.learning_rate, device)
     sampler, rng = NegativeSampler(data.train, data.n_items), np.random.default_rng(0)
     batch = data.train[rng.permutation(len(data.train))[: config.batch_size]]
     users, positives = (torch.as_tensor(batch[:, i], device=device) for i in (0, 1))
 
-    def step() -> None:
-        negatives = torch.as_tensor(sampler.sample(batch[:, 0], rng), device=device)
-        user_vectors, item_vectors = forward()
-        loss = model.batch_loss(user_vectors, item_vectors, users, positives, negatives)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    def step_of(forward):
+        def step() -> None:
+            negatives = torch.as_tensor(sampler.sample(batch[:, 0], rng), device=device)
+            user_vectors, item_vectors = forward()
+            loss = model.batch_loss(user_vectors, item_vectors, users, positives, negatives)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return step
 
+    steps = {mode: step_of(TrainingForward(model, choose_compile(mode, model, device)))
+             for mode in modes}
+    wide_gflop = epoch_flops(data, config)["wide_eval"] * 2 / 1e9  # forward + weight gradient
+    return steps, wide_gflop
+
+
+def profile(config: TrainConfig, data) -> None:
+    """Where a training step's time goes (the kNN build is timed separately by the trainer)."""
+    import torch._inductor.config as inductor_config
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    inductor_config.cpp.enable_kernel_profile = True  # compiled: each fused kernel by name
+    steps, _ = training_steps(config, data, (config.compile,))
+    step = steps[config.compile]
     step()
     tick = time.perf_counter()
     step()
@@ -193,6 +213,34 @@ def profile(config: TrainConfig, data) -> None:
     print(prof.key_averages(group_by_input_shape=True).table(
         sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=32,
         max_shapes_column_width=48))
+
+
+def compare_compile(config: TrainConfig, data, rounds: int, per_round: int = 4) -> None:
+    """Eager against compiled training steps, interleaved in one process on one model: each
+    round times `per_round` steps of each (after both are warm, the compile untimed), so a slow
+    spell of a shared machine slows both alike. Also each as a multiple of the step's wide
+    products at the float32 GEMM rate measured in the same process just before."""
+    steps, wide_gflop = training_steps(config, data, ("off", "on"))
+    rate = wide_gemm_rates(data, config)["float32_gflops"]
+    for mode, step in steps.items():
+        tick = time.perf_counter()
+        step()
+        step()
+        print(f"{mode}: two warm-up steps {time.perf_counter() - tick:.1f}s", flush=True)
+    seconds: dict[str, list[float]] = {mode: [] for mode in steps}
+    for _ in range(rounds):
+        for mode, step in steps.items():
+            tick = time.perf_counter()
+            for _ in range(per_round):
+                step()
+            seconds[mode].append((time.perf_counter() - tick) / per_round)
+    bound = wide_gflop / rate
+    for mode, values in seconds.items():
+        print(f"compile {mode}: step {statistics.median(values):.3f}s median of {rounds} rounds "
+              f"({', '.join(f'{v:.3f}' for v in values)}), {statistics.median(values) / bound:.2f}x "
+              f"the wide products' {bound:.3f}s at {rate:.1f} GFLOP/s")
+    eager, fused = statistics.median(seconds["off"]), statistics.median(seconds["on"])
+    print(f"compiled / eager: {fused / eager:.3f} ({(eager - fused) * 1000:.0f} ms a step less)")
 
 
 if __name__ == "__main__":

@@ -4,15 +4,20 @@ Beyond its two wide feature products, a LIRDRec step is dozens of elementwise pa
 (U+I) x S*d rows and the (I, 4d) encoder activations (normalise, concatenate, sum the layers,
 attention, their gradients), each a separate kernel reading and writing memory in eager torch.
 Inductor fuses them into a few generated C++ loops; the GEMMs and the sparse products
-(model/graph.py's `csr_product`, an operator of its own) run as before. Measured side by side on
-Amazon Baby (README section 9): the step's time beyond its GEMMs about halves.
+(model/graph.py's `csr_product` and gemm.py's oneDNN product, operators of their own) run as
+before. What it buys on a machine: `bench/bench_train_speed.py --compare-compile 6` times eager
+and compiled steps interleaved in one process (README, Measured here).
 
 `train.compile`: "off" runs eagerly; "on" compiles (a missing C++ compiler is an error);
 "auto" (the default) compiles a model that declares `compiles` on the CPU, when a C++ compiler
 is found and a step moves at least `MIN_ROWS_X_WIDTH` floats of propagated rows (below that
-the compile time, ~10-60 s once per process, outweighs what it saves), and falls back to eager,
+the compile time outweighs what it saves: once per process, 16-20 s of forward and ~5 s of
+backward on Amazon Baby with an empty cache, 2-3 s from inductor's cache), and falls back to eager,
 with the reason logged, if compiling fails. Only the training forward is compiled: evaluation
-runs the model eagerly (no second compile for eval mode). Compiled and eager runs compute the
+runs the model eagerly (no second compile for eval mode). Runs in one process (a search, a
+study) reuse the graph of a model of the same shapes (parameters are the graph's inputs: measured,
+no recompile and the earlier model is freed); past 8 differently shaped models torch's own
+recompile limit runs the rest eagerly. Compiled and eager runs compute the
 same function; floats may differ in the last bits (fused sums in another order).
 """
 

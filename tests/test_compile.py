@@ -121,3 +121,23 @@ def test_a_compiled_run_trains_like_an_eager_one_and_says_so(tmp_path):
     assert fused["compile"]["compiled"] is True and fused["compile"]["first_forward_seconds"] > 0
     assert fused_losses == pytest.approx(eager_losses, rel=1e-4)
     assert fused["valid"]["recall@20"] == pytest.approx(eager["valid"]["recall@20"], abs=0.02)
+
+
+def test_a_second_model_reuses_the_graph_with_its_own_weights_and_frees_the_first():
+    """A search or study trains many models in one process: a second model of the same shapes
+    runs the compiled graph on its own parameters, and the first model is not kept alive."""
+    import gc
+    import weakref
+
+    data = planted_data(dims={"text": 8})
+    first = build(data)
+    TrainingForward(first, CompileChoice("on", True, "test"), log=lambda _: None)()
+    gone = weakref.ref(first)
+    del first
+    second = build(data)
+    forward = TrainingForward(second, CompileChoice("on", True, "test"), log=lambda _: None)
+    users, _ = forward()
+    gc.collect()
+    assert gone() is None
+    torch.testing.assert_close(users, second()[0], rtol=1e-5, atol=1e-6)
+    assert forward.choice.compiled
