@@ -141,3 +141,18 @@ def test_a_second_model_reuses_the_graph_with_its_own_weights_and_frees_the_firs
     assert gone() is None
     torch.testing.assert_close(users, second()[0], rtol=1e-5, atol=1e-6)
     assert forward.choice.compiled
+
+
+def test_two_processes_compile_and_train_what_one_compiled_process_does(tmp_path):
+    """Data-parallel ranks each compile their forward (spawned gloo processes, one cache)."""
+    from model import distributed
+
+    data = planted_data()
+    config = dataclasses.replace(CONFIG, compile="on", batch_size=127)
+    with distributed.local_world(2, "cpu", 120.0) as world:
+        two = distributed.train_everywhere(world, config, data, tmp_path / "two",
+                                           log=lambda _: None)
+    one = train(config, data, tmp_path / "one", log=lambda _: None)
+    assert two.metrics["compile"]["compiled"] and one.metrics["compile"]["compiled"]
+    assert two.metrics["valid"] == pytest.approx(one.metrics["valid"], abs=1e-6)
+    assert two.metrics["test"] == pytest.approx(one.metrics["test"], abs=1e-6)
