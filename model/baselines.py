@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.graph import sparse_mm, user_item_adjacency
+from model.graph import CsrOperator, user_item_adjacency
 from model.lirdrec import bpr_loss
 
 if TYPE_CHECKING:
@@ -89,13 +89,13 @@ class LightGCN(nn.Module):
         self.n_users, self.n_layers, self.reg_weight = n_users, n_layers, reg_weight
         self.user_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_users, embedding_size)))
         self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, embedding_size)))
-        self.register_buffer("adjacency", adjacency, persistent=False)  # (U+I, U+I)
+        self.adjacency = CsrOperator(adjacency)  # (U+I, U+I), symmetric
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         layer = torch.cat([self.user_embedding, self.item_embedding])  # (U+I, d)
         total = layer
         for _ in range(self.n_layers):
-            layer = sparse_mm(self.adjacency, self.adjacency, layer)  # A_hat is symmetric
+            layer = self.adjacency(layer)
             total = total + layer
         mean = total / (self.n_layers + 1)  # (U+I, d)
         return mean[: self.n_users], mean[self.n_users:]

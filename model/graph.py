@@ -56,12 +56,6 @@ def _csr_product_backward(ctx, grad: torch.Tensor):
 csr_product.register_autograd(_csr_product_backward, setup_context=_csr_product_setup)
 
 
-def sparse_mm(matrix: torch.Tensor, transpose: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-    """matrix @ dense for a sparse CSR `matrix` given with its `transpose` (the same tensor when
-    symmetric)."""
-    return csr_product(*_arrays(matrix), *_arrays(transpose), dense)
-
-
 class CsrOperator(nn.Module):
     """A frozen sparse matrix M as dense CSR arrays (buffers that move with the model and stay out
     of checkpoints; torch.compile cannot trace a sparse tensor): `operator(dense)` = M @ dense,
@@ -73,7 +67,6 @@ class CsrOperator(nn.Module):
         arrays = _arrays(matrix) + _arrays(matrix if transpose is None else transpose)
         for name, array in zip(names, arrays, strict=True):
             self.register_buffer(name, array, persistent=False)
-        self.shape = tuple(matrix.shape)
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
         return csr_product(self.crow, self.col, self.weights, self.t_crow, self.t_col,
