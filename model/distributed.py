@@ -113,6 +113,7 @@ def join(rank: int, size: int, device: torch.device, timeout_s: float,
     timeout = datetime.timedelta(seconds=timeout_s)
     address = init_method if init_method != "env://" else \
         f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    _forget_failed_groups()
     try:
         dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=size,
                                 timeout=timeout)
@@ -124,6 +125,16 @@ def join(rank: int, size: int, device: torch.device, timeout_s: float,
             "train_timeout_s") from None
     objects = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
     return World(rank, size, device, objects)
+
+
+def _forget_failed_groups() -> None:
+    """torch numbers process groups per process, and a failed init_process_group has already
+    taken its number: a later join in the same process (a rerun in a served flow, say) would
+    name its group "1" while freshly started ranks name theirs "0", and each would wait for the
+    other's keys until the time-out. With no group initialised, numbering starts again at 0."""
+    world = getattr(dist.distributed_c10d, "_world", None)
+    if not dist.is_initialized() and world is not None and hasattr(world, "group_count"):
+        world.group_count = 0
 
 
 def join_torchrun(device_name: str, timeout_s: float) -> World:

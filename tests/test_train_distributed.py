@@ -135,6 +135,9 @@ def test_an_unreachable_rendezvous_is_a_clear_error_in_time():
                                                            r"tcp://127\.0\.0\.1:\d+ within 2 s"):
         distributed.join(1, 2, torch.device("cpu"), 2, f"tcp://127.0.0.1:{port}")
     assert time.monotonic() - started < 30
+    # the same process joins a new group afterwards (the failed one took a group number)
+    with distributed.local_world(2, "cpu", 20) as world:  # a failed join: DistributedError
+        assert world.size == 2
 
 
 def test_more_processes_than_cores_and_batch_norm_models_are_refused():
