@@ -11,13 +11,14 @@ and compiled steps interleaved in one process (README, Measured here).
 `train.compile`: "off" runs eagerly; "on" compiles (a missing C++ compiler is an error);
 "auto" (the default) compiles a model that declares `compiles` on the CPU, when a C++ compiler
 is found and a step moves at least `MIN_ROWS_X_WIDTH` floats of propagated rows (below that
-the compile time outweighs what it saves: once per process, 16-20 s of forward and ~5 s of
+the compile time outweighs what it saves: once per process, 16-20 s of forward and 5-6 s of
 backward on Amazon Baby with an empty cache, 2-3 s from inductor's cache), and falls back to eager,
 with the reason logged, if compiling fails. Only the training forward is compiled: evaluation
 runs the model eagerly (no second compile for eval mode). Runs in one process (a search, a
 study) reuse the graph of a model of the same shapes (parameters are the graph's inputs: measured,
-no recompile and the earlier model is freed); past 8 differently shaped models torch's own
-recompile limit runs the rest eagerly. Compiled and eager runs compute the
+no recompile and the earlier model is freed); past 8 differently shaped models, torch's
+recompile limit (torch._dynamo.config.recompile_limit, 8) runs the rest eagerly, as torch
+documents it (not tried here). Compiled and eager runs compute the
 same function; floats may differ in the last bits (fused sums in another order).
 """
 
@@ -84,15 +85,17 @@ def choose_compile(mode: str, model: torch.nn.Module, device: torch.device) -> C
 
 
 class TrainingForward:
-    """`forward()` = `model()` for a training step, compiled as `choice` says. The first call
-    compiles (timed into `choice.seconds`); in "auto" a failure there is logged and the step
-    runs eagerly from then on."""
+    """`forward()` = `model()` for a training step, compiled as `choice` says (an eager choice is
+    logged at once). The first call compiles (timed into `choice.seconds`, logged); in "auto" a
+    failure there is logged and the step runs eagerly from then on."""
 
     def __init__(self, model: torch.nn.Module, choice: CompileChoice,
                  log: Callable[[str], None] = print) -> None:
         self.model, self.choice, self.log = model, choice, log
         self._compiled = torch.compile(model.forward) if choice.compiled else None
         self._first = choice.compiled
+        if not choice.compiled:
+            log(f"compile: eager ({choice.reason})")
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._compiled is None:

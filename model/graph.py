@@ -64,7 +64,8 @@ class CsrOperator(nn.Module):
     def __init__(self, matrix: torch.Tensor, transpose: torch.Tensor | None = None) -> None:
         super().__init__()
         names = ("crow", "col", "weights", "t_crow", "t_col", "t_weights")
-        arrays = _arrays(matrix) + _arrays(matrix if transpose is None else transpose)
+        arrays = _arrays(matrix)  # a symmetric M: its transpose's arrays are the same tensors
+        arrays += arrays if transpose is None else _arrays(transpose)
         for name, array in zip(names, arrays, strict=True):
             self.register_buffer(name, array, persistent=False)
 

@@ -141,8 +141,6 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
         run.write_history(history)
     forward = TrainingForward(model, choose_compile(config.compile, model, device), log) \
         if trainable else None
-    if forward is not None and not forward.choice.compiled:
-        log(f"compile: eager ({forward.choice.reason})")
 
     if not trainable and epoch == 0:  # nothing to learn: one evaluation as "epoch 0"
         model.eval()
