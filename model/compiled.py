@@ -84,29 +84,45 @@ def choose_compile(mode: str, model: torch.nn.Module, device: torch.device) -> C
     return CompileChoice(mode, True, f"auto: {size:,} floats of rows a step, {compiler}")
 
 
+def splits_loss(model: torch.nn.Module) -> bool:
+    """Whether the model's loss splits into a per-row and a batch-free part (model/registry.py)."""
+    return hasattr(model, "batch_free_loss")
+
+
+def training_outputs(model: torch.nn.Module, split: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A training step's forward pass: the (U, D) user and (I, D) item vectors, and the loss's
+    batch-free part where it `split`s (in the same graph: its passes over all vectors and their
+    gradients fuse with the forward's), else None."""
+    user_vectors, item_vectors = model()
+    return user_vectors, item_vectors, \
+        model.batch_free_loss(user_vectors, item_vectors) if split else None
+
+
 class TrainingForward:
-    """`forward()` = `model()` for a training step, compiled as `choice` says (an eager choice is
-    logged at once). The first call compiles (timed into `choice.seconds`, logged); in "auto" a
-    failure there is logged and the step runs eagerly from then on."""
+    """`forward()` = `training_outputs(model)` for a training step, compiled as `choice` says (an
+    eager choice is logged at once). The first call compiles (timed into `choice.seconds`,
+    logged); in "auto" a failure there is logged and the step runs eagerly from then on."""
 
     def __init__(self, model: torch.nn.Module, choice: CompileChoice,
                  log: Callable[[str], None] = print) -> None:
         self.model, self.choice, self.log = model, choice, log
-        self._compiled = torch.compile(model.forward) if choice.compiled else None
+        self.split = splits_loss(model)
+        self._compiled = torch.compile(training_outputs) if choice.compiled else None
         self._first = choice.compiled
         if not choice.compiled:
             log(f"compile: eager ({choice.reason})")
 
-    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         if self._compiled is None:
-            return self.model()
+            return training_outputs(self.model, self.split)
         if not self._first:
-            return self._compiled()
+            return self._compiled(self.model, self.split)
         tick = time.perf_counter()
         try:
             with warnings.catch_warnings():  # "no code generation for complex operators" (the
                 warnings.simplefilter("ignore", UserWarning)  # FFT of dct: it runs as before)
-                result = self._compiled()
+                result = self._compiled(self.model, self.split)
         except Exception as error:  # noqa: BLE001 - any failure to compile: eager, if "auto"
             if self.choice.mode == "on":
                 raise RuntimeError(f"train.compile = on: compiling the training step failed: "
@@ -116,13 +132,23 @@ class TrainingForward:
                                         f"({type(error).__name__}: {_first_line(error)})")
             self.log(f"compile: {self.choice.reason}")
             self._compiled, self._first = None, False
-            return self.model()
+            return training_outputs(self.model, self.split)
         self._first = False
         self.choice = CompileChoice(self.choice.mode, True, self.choice.reason,
                                     round(time.perf_counter() - tick, 2))
         self.log(f"compile: training forward compiled in {self.choice.seconds:.1f}s "
                  f"({self.choice.reason})")
         return result
+
+
+def step_loss(model: torch.nn.Module, outputs: tuple, users: torch.Tensor,
+              positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """A single-process step's loss from `TrainingForward`'s outputs: batch_loss, or the ranking
+    part plus the batch-free part already computed with the forward."""
+    user_vectors, item_vectors, batch_free = outputs
+    if batch_free is None:
+        return model.batch_loss(user_vectors, item_vectors, users, positives, negatives)
+    return model.ranking_loss(user_vectors, item_vectors, users, positives, negatives) + batch_free
 
 
 def _first_line(error: Exception) -> str:

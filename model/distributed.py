@@ -302,17 +302,20 @@ def _checksum(tensor: torch.Tensor) -> float:
     return total
 
 
-def data_parallel_backward(model: torch.nn.Module, world: World, user_vectors: torch.Tensor,
-                           item_vectors: torch.Tensor, users: torch.Tensor,
-                           positives: torch.Tensor, negatives: torch.Tensor) -> float:
+def data_parallel_backward(model: torch.nn.Module, world: World, outputs: tuple,
+                           users: torch.Tensor, positives: torch.Tensor,
+                           negatives: torch.Tensor) -> float:
     """This rank's part of the global batch's loss, backward, then the gradients summed over the
-    ranks: (rows / B) * the slice's mean BPR on every rank (none for an empty slice), the
-    regulariser on rank 0 only. Returns the global batch's loss (the single-process loss)."""
+    ranks: (rows / B) * the slice's mean ranking loss on every rank (none for an empty slice),
+    the batch-free term on rank 0 only. `outputs` are model/compiled.py's TrainingForward's (user
+    vectors, item vectors, batch-free term). Returns the global batch's loss (the single-process
+    loss)."""
+    user_vectors, item_vectors, batch_free = outputs
     rows = world.rows(len(users))
-    ranking, regulariser = model.loss_terms(user_vectors, item_vectors, users[rows],
-                                            positives[rows], negatives[rows])
+    ranking = model.ranking_loss(user_vectors, item_vectors, users[rows], positives[rows],
+                                 negatives[rows])
     share = (rows.stop - rows.start) / len(users)
-    parts = ([regulariser] if world.main else []) + ([share * ranking] if share else [])
+    parts = ([batch_free] if world.main else []) + ([share * ranking] if share else [])
     loss = sum(parts[1:], parts[0]) if parts else None
     if loss is not None:
         loss.backward()

@@ -163,7 +163,7 @@ class LIRDRec(nn.Module):
 
     uses_features: ClassVar[bool] = True
     scores_new_items: ClassVar[bool] = True
-    data_parallel: ClassVar[bool] = True  # the regulariser does not see the batch (loss_terms)
+    data_parallel: ClassVar[bool] = True  # the regulariser does not see the batch (batch_free_loss)
     compiles: ClassVar[bool] = True  # train.compile "auto" may compile its forward (compiled.py)
 
     @classmethod
@@ -318,9 +318,13 @@ class LIRDRec(nn.Module):
         """Nothing is chosen while building (the trainer selects the epoch)."""
         return {}
 
-    def loss_terms(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
-                   users: torch.Tensor, positives: torch.Tensor,
-                   negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """batch_loss in its two parts: the batch's mean BPR and the whole-model regulariser."""
-        ranking = batch_bpr(user_vectors, item_vectors, users, positives, negatives)
-        return ranking, vector_regulariser(user_vectors, item_vectors, self.reg_weight)
+    def ranking_loss(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
+                     users: torch.Tensor, positives: torch.Tensor,
+                     negatives: torch.Tensor) -> torch.Tensor:
+        """batch_loss's part that sees the batch: the mean BPR over its rows."""
+        return batch_bpr(user_vectors, item_vectors, users, positives, negatives)
+
+    def batch_free_loss(self, user_vectors: torch.Tensor,
+                        item_vectors: torch.Tensor) -> torch.Tensor:
+        """batch_loss's part that does not: the regulariser over all vectors."""
+        return vector_regulariser(user_vectors, item_vectors, self.reg_weight)

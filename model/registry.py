@@ -37,7 +37,12 @@ class Recommender(Protocol):
     (`item_streams`, `propagated_rows`, `n_mm_layers`, `item_item`), as LIRDRec does; its runs
     keep best_model.pt and item_encoder.npz. Only a `uses_features` model can.
 
-    A trainable model with `data_parallel` provides `loss_terms` (model/distributed.py).
+    A trainable model may split `batch_loss` into `ranking_loss` (the mean over the batch's rows)
+    plus `batch_free_loss` (a term that does not see the batch, such as a regulariser over all
+    vectors). Then the trainer computes the second with the forward pass (inside the compiled graph
+    where `train.compile` compiles it: model/compiled.py), and data-parallel ranks weight the first
+    by their share of the rows and count the second once (model/distributed.py): a trainable
+    model with `data_parallel` provides both.
 
     A model with `compiles` (a ClassVar, default False) may have its training forward compiled
     by `train.compile` (model/compiled.py); it provides `compile_size()`, the floats of rows a
@@ -77,11 +82,15 @@ class Recommender(Protocol):
         metrics.json's "fitted"; {} when it chose nothing."""
         ...
 
-    def loss_terms(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
-                   users: torch.Tensor, positives: torch.Tensor,
-                   negatives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean ranking loss over the batch's rows, a term that does not see the batch) whose
-        sum is batch_loss: what a data-parallel step weights and counts once (data_parallel)."""
+    def ranking_loss(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
+                     users: torch.Tensor, positives: torch.Tensor,
+                     negatives: torch.Tensor) -> torch.Tensor:
+        """The mean of batch_loss's per-row part over the batch's rows (a split loss only)."""
+        ...
+
+    def batch_free_loss(self, user_vectors: torch.Tensor,
+                        item_vectors: torch.Tensor) -> torch.Tensor:
+        """The rest of batch_loss, which does not see the batch (a split loss only)."""
         ...
 
 

@@ -32,7 +32,7 @@ import torch
 
 from model.build import build_model, resolve_device
 from model.checkpoint import load_checkpoint
-from model.compiled import TrainingForward, choose_compile
+from model.compiled import TrainingForward, choose_compile, step_loss
 from model.config import SELECTION_METRIC, TrainConfig
 from model.data import RecData
 from model.distributed import World, check_same_buffers, data_parallel_backward, evaluate_shared
@@ -179,19 +179,19 @@ def train(config: TrainConfig, data: RecData, run_dir: Path, *, resume: bool = T
             batch = train_pairs[order[start:start + batch_size]]  # (B, 2)
             users, positives = batch[:, 0], batch[:, 1]
             negatives = torch.as_tensor(sampler.sample(users.cpu().numpy(), rng), device=device)
-            user_vectors, item_vectors = forward()  # (U, D), (I, D)
+            outputs = forward()  # (U, D) user and (I, D) item vectors, the batch-free loss
             optimizer.zero_grad(set_to_none=True)
             if world is None:
-                loss = model.batch_loss(user_vectors, item_vectors, users, positives, negatives)
+                loss = step_loss(model, outputs, users, positives, negatives)
                 loss.backward()
                 batch_loss = loss.item()
                 del loss
             else:  # this rank's slice of the batch; gradients summed over the ranks
-                batch_loss = data_parallel_backward(model, world, user_vectors, item_vectors,
-                                                    users, positives, negatives)
+                batch_loss = data_parallel_backward(model, world, outputs, users, positives,
+                                                    negatives)
             optimizer.step()
             loss_sum += batch_loss * len(batch)
-            del user_vectors, item_vectors  # free before the next forward or evaluation
+            del outputs  # free the vectors before the next forward or evaluation
             if writes and step + 1 < steps_per_epoch and checkpoint_due(
                     config, step + 1, last_checkpoint):
                 write_torch(run.checkpoint, _state(

@@ -9,9 +9,10 @@ import torch
 
 import model.compiled as compiled
 from model.build import build_model
-from model.compiled import CompileChoice, TrainingForward, choose_compile
+from model.compiled import CompileChoice, TrainingForward, choose_compile, step_loss
 from model.config import TrainConfig
 from model.gemm import GemmPlan
+from model.lirdrec import vector_regulariser
 from model.train import train
 from tests.support.synthetic import planted_data
 
@@ -64,9 +65,11 @@ def test_compiled_forward_and_gradients_match_eager(library):
             model.gemm_plans = [GemmPlan("onednn", "onednn")] * len(model.gemm_plans)
         model.train()
         forward = TrainingForward(model, choice, log=lambda _: None)
-        users, items = forward()
-        loss = model.batch_loss(users, items, torch.arange(8), torch.arange(8),
-                                torch.arange(8, 16))
+        users, items, regulariser = outputs = forward()
+        batch = torch.arange(8), torch.arange(8), torch.arange(8, 16)
+        loss = step_loss(model, outputs, *batch)  # the regulariser from inside the graph
+        torch.testing.assert_close(regulariser, vector_regulariser(users, items, model.reg_weight))
+        torch.testing.assert_close(loss, model.batch_loss(users, items, *batch))
         loss.backward()
         results.append((users.detach(), items.detach(), loss.detach(),
                         {name: p.grad.clone() for name, p in model.named_parameters()
@@ -87,14 +90,14 @@ def test_a_failed_compile_runs_eagerly_in_auto_and_is_an_error_when_on(monkeypat
     model = build(data)
 
     def broken(function):
-        def call():
+        def call(*args):
             raise RuntimeError("inductor: compiler exploded\nmore detail")
         return call
 
     monkeypatch.setattr(torch, "compile", broken)
     lines = []
     forward = TrainingForward(model, CompileChoice("auto", True, "auto: test"), log=lines.append)
-    users, _ = forward()
+    users, _, _ = forward()
     assert users.shape[0] == data.n_users
     assert not forward.choice.compiled
     assert "compiling failed, eager instead (RuntimeError: inductor: compiler exploded)" \
@@ -136,7 +139,7 @@ def test_a_second_model_reuses_the_graph_with_its_own_weights_and_frees_the_firs
     del first
     second = build(data)
     forward = TrainingForward(second, CompileChoice("on", True, "test"), log=lambda _: None)
-    users, _ = forward()
+    users, _, _ = forward()
     gc.collect()
     assert gone() is None
     torch.testing.assert_close(users, second()[0], rtol=1e-5, atol=1e-6)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from model.build import build_model
+from model.compiled import splits_loss, step_loss, training_outputs
 from model.config import TrainConfig
 from model.data import RecData
 from model.distributed import World, data_parallel_backward
@@ -31,13 +32,12 @@ def sgd_gradients(world: World | None, config: TrainConfig, data: RecData, steps
         batch = pairs[order[start:start + config.batch_size]]
         users, positives = batch[:, 0], batch[:, 1]
         negatives = torch.as_tensor(sampler.sample(users.numpy(), rng))
-        user_vectors, item_vectors = model()
+        outputs = training_outputs(model, splits_loss(model))
         model.zero_grad(set_to_none=True)
         if world is None:
-            model.batch_loss(user_vectors, item_vectors, users, positives, negatives).backward()
+            step_loss(model, outputs, users, positives, negatives).backward()
         else:
-            data_parallel_backward(model, world, user_vectors, item_vectors, users, positives,
-                                   negatives)
+            data_parallel_backward(model, world, outputs, users, positives, negatives)
         gradients.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).numpy())
         with torch.no_grad():
             for p in model.parameters():
