@@ -311,6 +311,9 @@ def data_parallel_backward(model: torch.nn.Module, world: World, outputs: tuple,
     vectors, item vectors, batch-free term). Returns the global batch's loss (the single-process
     loss)."""
     user_vectors, item_vectors, batch_free = outputs
+    if batch_free is None:
+        raise TypeError(f"{type(model).__name__} trains data-parallel but does not split its loss "
+                        "(ranking_loss + batch_free_loss, model/registry.py)")
     rows = world.rows(len(users))
     ranking = model.ranking_loss(user_vectors, item_vectors, users[rows], positives[rows],
                                  negatives[rows])
