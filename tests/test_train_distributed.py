@@ -150,3 +150,16 @@ def test_more_processes_than_cores_and_batch_norm_models_are_refused():
         with pytest.raises(ValueError, match=rf"{model} cannot train on several processes"):
             check_data_parallel([CONFIG, dataclasses.replace(CONFIG, model=model)], 1)
     check_data_parallel([CONFIG, dataclasses.replace(CONFIG, model="pop")], 1)
+
+
+def test_a_data_parallel_step_needs_the_loss_split_into_its_two_parts():
+    """A model that trains data-parallel must give the batch-free part of its loss with the
+    forward (ranking_loss + batch_free_loss): without it the step is an error naming the model."""
+    rows = torch.zeros(4, 2, requires_grad=True)
+    batch = torch.arange(2), torch.arange(2), torch.arange(2, 4)
+
+    class Unsplit(torch.nn.Module):
+        pass
+
+    with pytest.raises(TypeError, match="Unsplit trains data-parallel but does not split its loss"):
+        distributed.data_parallel_backward(Unsplit(), None, (rows, rows, None), *batch)
