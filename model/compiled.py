@@ -17,7 +17,8 @@ interleaved in one process (README, Measured here).
 "auto" (the default) compiles a model that declares `compiles` on the CPU, when a C++ compiler
 is found and a step moves at least `MIN_ROWS_X_WIDTH` floats of propagated rows (below that
 the compile time outweighs what it saves: once per process, 16-20 s of forward and 5-6 s of
-backward on Amazon Baby with an empty cache, 2-3 s from inductor's cache), and falls back to eager,
+backward on Amazon Baby with an empty cache on 2 Intel Xeon cores, 27.8 s of forward on 2 AMD
+EPYC (AVX2) cores, 2-3 s from inductor's cache), and falls back to eager,
 with the reason logged, if compiling fails. Only the training forward is compiled: evaluation
 runs the model eagerly (no second compile for eval mode). Runs in one process (a search, a
 study) reuse the graph of a model of the same shapes (parameters are the graph's inputs: measured,
@@ -94,14 +95,14 @@ def splits_loss(model: torch.nn.Module) -> bool:
     return hasattr(model, "batch_free_loss")
 
 
-def training_outputs(model: torch.nn.Module, split: bool
+def training_outputs(model: torch.nn.Module
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """A training step's forward pass: the (U, D) user and (I, D) item vectors, and the loss's
-    batch-free part where it `split`s (in the same graph: its passes over all vectors and their
-    gradients fuse with the forward's), else None."""
+    batch-free part where the model splits its loss (in the same graph: its passes over all
+    vectors and their gradients fuse with the forward's), else None."""
     user_vectors, item_vectors = model()
     return user_vectors, item_vectors, \
-        model.batch_free_loss(user_vectors, item_vectors) if split else None
+        model.batch_free_loss(user_vectors, item_vectors) if splits_loss(model) else None
 
 
 class TrainingForward:
@@ -112,7 +113,6 @@ class TrainingForward:
     def __init__(self, model: torch.nn.Module, choice: CompileChoice,
                  log: Callable[[str], None] = print) -> None:
         self.model, self.choice, self.log = model, choice, log
-        self.split = splits_loss(model)
         self._compiled = torch.compile(training_outputs) if choice.compiled else None
         self._first = choice.compiled
         if not choice.compiled:
@@ -120,14 +120,14 @@ class TrainingForward:
 
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         if self._compiled is None:
-            return training_outputs(self.model, self.split)
+            return training_outputs(self.model)
         if not self._first:
-            return self._compiled(self.model, self.split)
+            return self._compiled(self.model)
         tick = time.perf_counter()
         try:
             with warnings.catch_warnings():  # "no code generation for complex operators" (the
                 warnings.simplefilter("ignore", UserWarning)  # FFT of dct: it runs as before)
-                result = self._compiled(self.model, self.split)
+                result = self._compiled(self.model)
         except Exception as error:  # noqa: BLE001 - any failure to compile: eager, if "auto"
             if self.choice.mode == "on":
                 raise RuntimeError(f"train.compile = on: compiling the training step failed: "
@@ -137,7 +137,7 @@ class TrainingForward:
                                         f"({type(error).__name__}: {_first_line(error)})")
             self.log(f"compile: {self.choice.reason}")
             self._compiled, self._first = None, False
-            return training_outputs(self.model, self.split)
+            return training_outputs(self.model)
         self._first = False
         self.choice = CompileChoice(self.choice.mode, True, self.choice.reason,
                                     round(time.perf_counter() - tick, 2))

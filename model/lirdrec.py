@@ -150,14 +150,6 @@ def vector_regulariser(user_vectors: torch.Tensor, item_vectors: torch.Tensor,
     return reg_weight * (user_vectors.square().mean() + item_vectors.square().mean())
 
 
-def lirdrec_loss(user_vectors: torch.Tensor, item_vectors: torch.Tensor, users: torch.Tensor,
-                 positives: torch.Tensor, negatives: torch.Tensor,
-                 reg_weight: float) -> torch.Tensor:
-    """BPR on the batch plus reg_weight * (mean(U_all^2) + mean(I_all^2)) over ALL vectors."""
-    ranking = batch_bpr(user_vectors, item_vectors, users, positives, negatives)
-    return ranking + vector_regulariser(user_vectors, item_vectors, reg_weight)
-
-
 class LIRDRec(nn.Module):
     """The model: frozen features and graphs in, (U, S*d) user and (I, S*d) item vectors out."""
 
@@ -311,8 +303,9 @@ class LIRDRec(nn.Module):
     def batch_loss(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor,
                    users: torch.Tensor, positives: torch.Tensor,
                    negatives: torch.Tensor) -> torch.Tensor:
-        return lirdrec_loss(user_vectors, item_vectors, users, positives, negatives,
-                            self.reg_weight)
+        """BPR on the batch plus reg_weight * (mean(users^2) + mean(items^2)) over ALL vectors."""
+        return (self.ranking_loss(user_vectors, item_vectors, users, positives, negatives)
+                + self.batch_free_loss(user_vectors, item_vectors))
 
     def fitted(self) -> dict:
         """Nothing is chosen while building (the trainer selects the epoch)."""

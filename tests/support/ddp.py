@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from model.build import build_model
-from model.compiled import splits_loss, step_loss, training_outputs
+from model.compiled import step_loss, training_outputs
 from model.config import TrainConfig
 from model.data import RecData
 from model.distributed import World, data_parallel_backward
@@ -32,7 +32,7 @@ def sgd_gradients(world: World | None, config: TrainConfig, data: RecData, steps
         batch = pairs[order[start:start + config.batch_size]]
         users, positives = batch[:, 0], batch[:, 1]
         negatives = torch.as_tensor(sampler.sample(users.numpy(), rng))
-        outputs = training_outputs(model, splits_loss(model))
+        outputs = training_outputs(model)
         model.zero_grad(set_to_none=True)
         if world is None:
             step_loss(model, outputs, users, positives, negatives).backward()
