@@ -66,7 +66,11 @@ class StreamScorer(nn.Module):
 
     def __init__(self, d: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d, d // 4), nn.LeakyReLU(), nn.Linear(d // 4, 1))
+        # in place: its gradient then reads its float output, which the next layer keeps anyway;
+        # otherwise torch.compile saves a bool mask of its input, and inductor's CPU code stores
+        # and loads bool masks ~100x slower than floats: (19445, 16) in 1.5 ms instead of 15 us
+        self.net = nn.Sequential(nn.Linear(d, d // 4), nn.LeakyReLU(inplace=True),
+                                 nn.Linear(d // 4, 1))
 
     def forward(self, block: torch.Tensor) -> torch.Tensor:
         return self.net(block)  # (U, d) -> (U, 1)
